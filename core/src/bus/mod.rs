@@ -1,0 +1,1 @@
+//! An ExoCom-compatible bus.

@@ -1,0 +1,140 @@
+//! Service and application configuration: `service.yml` (and legacy
+//! `config.yml`) in all three shapes, `application.yml`, and the
+//! environment overrides (`ROLE`, `EXOCOM_HOST`, `EXOCOM_PORT`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default limit of handlers in flight per service.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// Default capacity of the outgoing buffer (messages waiting for the bus).
+pub const DEFAULT_OUTGOING_BUFFER: usize = 10_000;
+/// Default time running handlers get to finish when the service stops.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A configuration error, naming the file and, where known, line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    /// The file the error is in (as the user named it or as found).
+    pub file: PathBuf,
+    /// 1-based line, when the error has a place in the file.
+    pub line: Option<usize>,
+    /// 1-based column, when the error has a place in the file.
+    pub column: Option<usize>,
+    /// What is wrong, and what was expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error with no place in a file (a missing file, a bad variable).
+    pub fn new(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.into(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    /// An error at a line and column.
+    pub fn at(
+        file: impl Into<PathBuf>,
+        line: usize,
+        column: usize,
+        message: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            file: file.into(),
+            line: Some(line),
+            column: Some(column),
+            message: message.into(),
+        }
+    }
+
+    fn render(&self) -> String {
+        let file = self.file.display();
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => format!("{file}:{l}:{c}: {}", self.message),
+            (Some(l), None) => format!("{file}:{l}: {}", self.message),
+            _ => format!("{file}: {}", self.message),
+        }
+    }
+}
+
+/// How a service is started by `exo run`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Startup {
+    /// The shell command that starts the service, run in its directory.
+    pub command: String,
+    /// The text the service prints once it is connected.
+    pub online_text: Option<String>,
+}
+
+/// Everything a service needs to know about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// The role this service registers as.
+    pub role: String,
+    /// The service's directory.
+    pub dir: PathBuf,
+    /// The config file that was read (`service.yml` or `config.yml`), or a
+    /// description of where the config came from when built in code.
+    pub file: PathBuf,
+    /// Message names (internal) the service receives.
+    pub receives: Vec<String>,
+    /// Message names (internal) the service may send.
+    pub sends: Vec<String>,
+    /// Free description.
+    pub description: Option<String>,
+    /// Free author text.
+    pub author: Option<String>,
+    /// How to start it (`startup:`).
+    pub startup: Option<Startup>,
+    /// The shell command that installs its dependencies (2016 `setup:`).
+    pub setup: Option<String>,
+    /// Where ExoCom runs (`EXOCOM_HOST`, default `localhost`).
+    pub exocom_host: String,
+    /// ExoCom's port (`EXOCOM_PORT`, default 80).
+    pub exocom_port: u16,
+    /// Limit of handlers in flight.
+    pub concurrency: usize,
+    /// Capacity of the outgoing buffer.
+    pub outgoing_buffer: usize,
+    /// Time running handlers get to finish when the service stops.
+    pub drain_timeout: Duration,
+}
+
+impl ServiceConfig {
+    /// A config built in code: a role and its message names, the defaults
+    /// for everything else (ExoCom at `localhost:80`).
+    pub fn from_parts<S: Into<String>>(
+        role: impl Into<String>,
+        receives: impl IntoIterator<Item = S>,
+        sends: impl IntoIterator<Item = S>,
+    ) -> ServiceConfig {
+        ServiceConfig {
+            role: role.into(),
+            dir: PathBuf::from("."),
+            file: PathBuf::from("(config built in code)"),
+            receives: receives.into_iter().map(Into::into).collect(),
+            sends: sends.into_iter().map(Into::into).collect(),
+            description: None,
+            author: None,
+            startup: None,
+            setup: None,
+            exocom_host: "localhost".into(),
+            exocom_port: 80,
+            concurrency: DEFAULT_CONCURRENCY,
+            outgoing_buffer: DEFAULT_OUTGOING_BUFFER,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+
+    /// The same config pointed at another bus.
+    pub fn with_exocom(mut self, host: impl Into<String>, port: u16) -> Self {
+        self.exocom_host = host.into();
+        self.exocom_port = port;
+        self
+    }
+}
