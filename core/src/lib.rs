@@ -24,3 +24,4 @@ pub mod config;
 pub mod error;
 pub mod message;
 pub mod routes;
+pub mod testing;

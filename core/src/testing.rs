@@ -1,0 +1,1 @@
+//! A mock bus for testing services.
