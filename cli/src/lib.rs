@@ -1,1 +1,4 @@
 //! The commands behind the `exo` and `exocom` binaries.
+
+pub mod bench;
+pub mod send;

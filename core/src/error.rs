@@ -64,6 +64,9 @@ pub enum ExoError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An API used in a way it cannot work (named in the text).
+    #[error("{0}")]
+    Usage(String),
     /// The service is stopping or stopped and takes no more work.
     #[error("the service is stopped")]
     Stopped,

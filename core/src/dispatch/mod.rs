@@ -1,0 +1,392 @@
+//! Dispatch: the handler table, the pull model every binding uses, the
+//! concurrency limit, requests by activity, and the drain.
+//!
+//! An [`Engine`] owns a service's connection. Incoming messages that a
+//! handler must see are queued; the host (a Rust task, Python's main thread
+//! or asyncio loop, Node's event loop, the C thread in `exo_service_run`)
+//! pulls them with [`Engine::next`] or [`Engine::next_blocking`], runs its
+//! handler and answers through the [`Ctx`] it got. At most `concurrency`
+//! deliveries are out at once; a delivery counts until it is dropped.
+//!
+//! Settled without any host code: answers to requests (the first message
+//! of a request's activity goes to its waiter, not to a handler), the bus's
+//! `__status` probe (answered with `__status-ok`), messages with no handler
+//! (logged and dropped).
+
+mod client;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use client::Shared;
+pub use client::{Client, Ctx, PendingRequest};
+
+use crate::config::ServiceConfig;
+use crate::error::{ExoError, Result};
+use crate::message::{self, Message};
+use crate::relay::{Inbound, Outbox, Relay, RelayConfig};
+
+/// One incoming message for a handler, with the powers to answer it. It
+/// holds one of the service's concurrency slots until it is dropped.
+pub struct Delivery {
+    ctx: Ctx,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Delivery {
+    /// The message to handle.
+    pub fn message(&self) -> &Message {
+        self.ctx.message()
+    }
+
+    /// The handler's powers (reply, send, request).
+    pub fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+}
+
+/// What [`Engine::next_blocking`] found.
+pub enum Next {
+    /// A message to handle.
+    Delivery(Delivery),
+    /// Nothing arrived within the timeout (check signals, then call again).
+    Timeout,
+    /// The service is stopping: no more deliveries.
+    Stopped,
+}
+
+/// What the drain achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DrainReport {
+    /// Handlers still running when the deadline passed.
+    pub unfinished_handlers: usize,
+    /// Outgoing messages that could not be written before leaving.
+    pub unsent_messages: usize,
+    /// Queued messages that no handler took because the service stopped.
+    pub unhandled_messages: usize,
+}
+
+/// The incoming side: what the relay hands messages to.
+struct Incoming {
+    shared: Arc<Shared>,
+    handled: RwLock<HashSet<String>>,
+    stopping: AtomicBool,
+    announce: AtomicBool,
+}
+
+impl Incoming {
+    fn answer_status(&self) {
+        if let Err(e) = self.shared.push(Message::new(message::STATUS_OK)) {
+            tracing::warn!("cannot answer the bus's status probe: {e}");
+        }
+    }
+}
+
+impl Inbound for Incoming {
+    fn take(&self, msg: Message) -> Option<Message> {
+        if msg.name == message::STATUS {
+            self.answer_status();
+            return None;
+        }
+        let msg = match msg
+            .activity_id
+            .as_deref()
+            .and_then(|a| self.shared.waiters().remove(a))
+        {
+            // A waiter that gave up in the same instant hands the message back.
+            Some(waiter) => waiter.send(msg).err()?,
+            None => msg,
+        };
+        let handled = self
+            .handled
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&msg.name);
+        if !handled {
+            tracing::warn!(
+                "received '{}' (activity {}) but no handler is registered for it; dropped",
+                msg.name,
+                msg.activity()
+            );
+            return None;
+        }
+        if self.stopping.load(Ordering::Acquire) {
+            tracing::warn!(
+                "not handled: '{}' (activity {}) arrived while the service is stopping",
+                msg.name,
+                msg.activity()
+            );
+            return None;
+        }
+        Some(msg)
+    }
+
+    fn registered(&self, first: bool) {
+        let config = &self.shared.config;
+        if first && self.announce.load(Ordering::Acquire) {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "online at port {}", config.exocom_port);
+            let _ = out.flush();
+        } else if !first {
+            tracing::info!("registered again with ExoCom as '{}'", config.role);
+        }
+    }
+}
+
+/// A service's connection and dispatch, driven by a host that pulls
+/// deliveries. See the module docs.
+pub struct Engine {
+    incoming: Arc<Incoming>,
+    client: Client,
+    slots: Arc<Semaphore>,
+    queue_tx: Mutex<Option<mpsc::Sender<Message>>>,
+    queue_rx: tokio::sync::Mutex<mpsc::Receiver<Message>>,
+    relay: Mutex<Option<Relay>>,
+    stop_tx: watch::Sender<bool>,
+}
+
+impl Engine {
+    /// An engine on the current tokio runtime (panics outside of one, like
+    /// `tokio::spawn`; use [`Engine::with_runtime`] from other threads).
+    pub fn new(config: ServiceConfig) -> Engine {
+        Engine::with_runtime(config, tokio::runtime::Handle::current())
+    }
+
+    /// An engine whose I/O runs on the given runtime.
+    pub fn with_runtime(config: ServiceConfig, runtime: tokio::runtime::Handle) -> Engine {
+        let concurrency = config.concurrency.max(1);
+        let outbox = Arc::new(Outbox::new(config.outgoing_buffer));
+        let shared = Arc::new(Shared {
+            config: Arc::new(config),
+            outbox,
+            waiters: Mutex::default(),
+            runtime,
+        });
+        let (queue_tx, queue_rx) = mpsc::channel((concurrency * 4).max(1024));
+        Engine {
+            incoming: Arc::new(Incoming {
+                shared: shared.clone(),
+                handled: RwLock::default(),
+                stopping: AtomicBool::new(false),
+                announce: AtomicBool::new(true),
+            }),
+            client: Client { shared },
+            slots: Arc::new(Semaphore::new(concurrency)),
+            queue_tx: Mutex::new(Some(queue_tx)),
+            queue_rx: tokio::sync::Mutex::new(queue_rx),
+            relay: Mutex::new(None),
+            stop_tx: watch::channel(false).0,
+        }
+    }
+
+    /// The service's configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.client.shared.config
+    }
+
+    /// Sends and requests as this service.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Whether to print `online at port N` on stdout once registered (the
+    /// default, which tools like `exo run` wait for). Tools that speak on
+    /// stdout themselves turn it off.
+    pub fn announce_online(&self, announce: bool) {
+        self.incoming.announce.store(announce, Ordering::Release);
+    }
+
+    /// Declares that the host handles `name`. A name that is not under
+    /// `receives` in the config, or one declared twice, is an error.
+    pub fn handle(&self, name: &str) -> Result<()> {
+        let config = self.config();
+        if !config.receives.iter().any(|r| r == name) {
+            return Err(ExoError::NotReceived {
+                name: name.to_owned(),
+                role: config.role.clone(),
+                file: config.file.display().to_string(),
+            });
+        }
+        let mut handled = self
+            .incoming
+            .handled
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if !handled.insert(name.to_owned()) {
+            return Err(ExoError::DuplicateHandler(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Connects to ExoCom and registers (in the background; reconnects
+    /// forever). Run the before-all hook before this. Calling it again does
+    /// nothing.
+    pub fn connect(&self) -> Result<()> {
+        let Some(queue_tx) = self
+            .queue_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        let config = self.config();
+        let relay_config = RelayConfig::new(
+            config.exocom_host.clone(),
+            config.exocom_port,
+            config.role.clone(),
+        );
+        let shared = &self.client.shared;
+        let _guard = shared.runtime.enter();
+        let relay = Relay::start(
+            relay_config,
+            shared.outbox.clone(),
+            self.incoming.clone(),
+            queue_tx,
+        );
+        *self.relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay);
+        Ok(())
+    }
+
+    /// Whether the connection to the bus is up.
+    pub fn is_connected(&self) -> bool {
+        self.relay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(Relay::is_connected)
+    }
+
+    /// Waits until the service has registered with the bus (at least once).
+    pub async fn wait_online(&self, timeout: Duration) -> bool {
+        let mut rx = {
+            let relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(relay) = relay.as_ref() else {
+                return false;
+            };
+            if relay.registrations() > 0 {
+                return true;
+            }
+            relay.registered_rx()
+        };
+        tokio::time::timeout(timeout, rx.wait_for(|n| *n > 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The next message to handle; `None` once the service is stopping.
+    /// Waits while all concurrency slots are taken.
+    pub async fn next(&self) -> Option<Delivery> {
+        let mut stop = self.stop_tx.subscribe();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stopped);
+        let slot = tokio::select! {
+            biased;
+            _ = &mut stopped => return None,
+            slot = self.slots.clone().acquire_owned() => slot.ok()?,
+        };
+        let mut queue = tokio::select! {
+            biased;
+            _ = &mut stopped => return None,
+            q = self.queue_rx.lock() => q,
+        };
+        let msg = tokio::select! {
+            biased;
+            _ = &mut stopped => return None,
+            msg = queue.recv() => msg?,
+        };
+        Some(Delivery {
+            ctx: Ctx::new(self.client.clone(), msg),
+            _slot: slot,
+        })
+    }
+
+    /// [`Engine::next`] for a host thread outside the runtime, waiting at
+    /// most `timeout` (so the host can check for signals between calls).
+    pub fn next_blocking(&self, timeout: Duration) -> Next {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tracing::error!(
+                "next_blocking was called on a tokio runtime thread; use next().await there"
+            );
+            return Next::Stopped;
+        }
+        let runtime = self.client.shared.runtime.clone();
+        match runtime.block_on(tokio::time::timeout(timeout, self.next())) {
+            Ok(Some(d)) => Next::Delivery(d),
+            Ok(None) => Next::Stopped,
+            Err(_) => Next::Timeout,
+        }
+    }
+
+    /// Whether [`Engine::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        *self.stop_tx.borrow()
+    }
+
+    /// Resolves once [`Engine::stop`] was called.
+    pub async fn stopped(&self) {
+        let mut rx = self.stop_tx.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Stops taking new messages: [`Engine::next`] returns `None` from now
+    /// on. Running handlers go on; [`Engine::drain`] waits for them.
+    /// Callable from any thread.
+    pub fn stop(&self) {
+        self.incoming.stopping.store(true, Ordering::Release);
+        self.stop_tx.send_replace(true);
+    }
+
+    /// Stops (if not yet), lets running handlers finish within the drain
+    /// deadline, writes what waits to be sent, and leaves the bus.
+    pub async fn drain(&self) -> DrainReport {
+        self.stop();
+        let config = self.config();
+        let deadline = tokio::time::Instant::now() + config.drain_timeout;
+        let mut report = DrainReport::default();
+        {
+            let mut queue = self.queue_rx.lock().await;
+            while let Ok(msg) = queue.try_recv() {
+                tracing::warn!(
+                    "not handled: '{}' (activity {}) was waiting when the service stopped",
+                    msg.name,
+                    msg.activity()
+                );
+                report.unhandled_messages += 1;
+            }
+        }
+        let all = u32::try_from(config.concurrency.max(1)).unwrap_or(u32::MAX);
+        if tokio::time::timeout_at(deadline, self.slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            report.unfinished_handlers = config.concurrency.max(1) - self.slots.available_permits();
+            tracing::warn!(
+                "{} handlers still running after the drain deadline of {:?}; leaving without them",
+                report.unfinished_handlers,
+                config.drain_timeout
+            );
+        }
+        let relay = self.relay.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(relay) = relay {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            report.unsent_messages = relay.close(left.max(Duration::from_millis(100))).await;
+            if report.unsent_messages > 0 {
+                tracing::warn!(
+                    "{} messages could not be sent to ExoCom before leaving",
+                    report.unsent_messages
+                );
+            }
+        } else {
+            self.client.shared.outbox.close();
+        }
+        report
+    }
+}
