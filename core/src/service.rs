@@ -10,7 +10,7 @@
 //!
 //! # async fn f() -> Result<(), exoservice::ExoError> {
 //! Service::from_env()?
-//!     .before_all(|_client| async { Ok(()) })
+//!     .before_all(|_client| async { Ok::<_, exoservice::ExoError>(()) })
 //!     .on("ping", |payload: serde_json::Value, ctx: Ctx| async move { ctx.reply("pong", &payload) })
 //!     .on("todo.add", |add: Add, ctx: Ctx| async move {
 //!         ctx.reply("todo.added", &serde_json::json!({ "owner": add.owner, "text": add.text }))
@@ -62,8 +62,10 @@ impl Service {
 
     /// A service configured by the config file in `dir` and the environment.
     pub fn from_dir(dir: &Path) -> Result<Service> {
-        let _ = dir;
-        todo!("TEMP: waiting for ServiceConfig::load")
+        Err(ExoError::Config(crate::config::ConfigError::new(
+            dir.join("service.yml"),
+            "reading service.yml is not available in this build yet; build the config in code with ServiceConfig::from_parts",
+        )))
     }
 
     /// A service with a config built or loaded by the caller.

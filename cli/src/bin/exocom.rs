@@ -1,1 +1,5 @@
-fn main() {}
+//! `exocom`: an ExoCom-compatible message bus (see [`exo_cli::exocom`]).
+
+fn main() -> std::process::ExitCode {
+    exo_cli::exocom::main()
+}
