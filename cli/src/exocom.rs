@@ -197,6 +197,17 @@ mod tests {
         })
     }
 
+    #[tokio::test]
+    async fn a_taken_port_exits_with_1() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let settings = Settings {
+            bind: taken.local_addr().unwrap(),
+            log_routes: true,
+            startup_grace: Duration::ZERO,
+        };
+        assert_eq!(serve(Routes::default(), &settings).await, 1);
+    }
+
     #[test]
     fn reads_port_bind_and_grace() {
         let s = settings(Args::default(), &[]).unwrap();

@@ -474,7 +474,7 @@ impl Shared {
                         Ok(()) => {
                             outcome.delivered += 1;
                             if log_routes {
-                                self.log_route(sender, msg.name, receiver);
+                                self.log_route(sender, msg.name, receiver, false);
                             }
                         }
                         Err(PushError::Full) => {
@@ -495,10 +495,12 @@ impl Shared {
                     let receiver = &receivers[i];
                     let frame = wire::encode(msg, &receiver.internal, &stamp, since);
                     let result = self.lock().hold(receiver.role, key, frame);
+                    let mut held = false;
                     match result {
                         HoldResult::Delivered => outcome.delivered += 1,
                         HoldResult::Held { first_drop } => {
                             outcome.held += 1;
+                            held = true;
                             if first_drop {
                                 self.warn(format!(
                                     "Warning: Too many messages held for '{}' (it has not registered yet): dropping the oldest",
@@ -509,7 +511,7 @@ impl Shared {
                         HoldResult::Dropped => continue,
                     }
                     if log_routes {
-                        self.log_route(sender, msg.name, receiver);
+                        self.log_route(sender, msg.name, receiver, held);
                     }
                 }
                 Plan::Missing(i) => {
@@ -526,14 +528,18 @@ impl Shared {
         outcome
     }
 
-    /// `web  --[ users create ]-[ mongo create ]->  users`
-    fn log_route(&self, sender: &str, name: &str, receiver: &Receiver) {
+    /// `web  --[ users create ]-[ mongo create ]->  users`, and for a copy
+    /// held during the startup grace period `  (held until 'users' registers)`.
+    fn log_route(&self, sender: &str, name: &str, receiver: &Receiver, held: bool) {
         let role = self.role_name(receiver.role);
-        let line = if *receiver.internal == *name {
+        let mut line = if *receiver.internal == *name {
             format!("{sender}  --[ {name} ]->  {role}")
         } else {
             format!("{sender}  --[ {name} ]-[ {} ]->  {role}", receiver.internal)
         };
+        if held {
+            line.push_str(&format!("  (held until '{role}' registers)"));
+        }
         self.log.line(line);
     }
 
