@@ -329,8 +329,10 @@ impl MockBus {
     /// can match the answer by its `activityId`.
     ///
     /// When several connections are registered as `role`, the one that
-    /// registered last gets it. Fails with [`ExoError::Connection`] when no
-    /// connection is registered as `role`.
+    /// registered last gets it. When none is registered yet, it waits for
+    /// one up to [`MockBus::REGISTRATION_WAIT`] (a service that just
+    /// started may not have registered yet), then fails with
+    /// [`ExoError::Connection`].
     pub async fn send_to_service(
         &self,
         role: &str,
@@ -346,14 +348,29 @@ impl MockBus {
         self.send_message(role, msg).await
     }
 
+    /// How long [`MockBus::send_to_service`] and [`MockBus::send_message`]
+    /// wait for a service to register as the role they send to.
+    pub const REGISTRATION_WAIT: Duration = Duration::from_secs(5);
+
     /// Sends this message to the service registered as `role` (as
-    /// [`MockBus::send_to_service`] does), with every field as given: use
-    /// it for `auth`, `isSecurity`, `sender` or a chosen `activityId`. A
-    /// missing `id` or `activityId` is filled in, and `timestamp` is set.
+    /// [`MockBus::send_to_service`] does, waiting for the registration the
+    /// same way), with every field as given: use it for `auth`,
+    /// `isSecurity`, `sender` or a chosen `activityId`. A missing `id` or
+    /// `activityId` is filled in, and `timestamp` is set.
     pub async fn send_message(&self, role: &str, mut msg: Message) -> Result<Message> {
         msg.id.get_or_insert_with(new_id);
         msg.activity_id.get_or_insert_with(new_id);
         msg.timestamp = Some(rfc3339_nanos(std::time::SystemTime::now()));
+        if self.instances(role) == 0 {
+            self.wait_for_registration(role, MockBus::REGISTRATION_WAIT)
+                .await
+                .map_err(|_| {
+                    ExoError::Connection(format!(
+                        "no service is registered as '{role}' with the mock bus (waited {:?})",
+                        MockBus::REGISTRATION_WAIT
+                    ))
+                })?;
+        }
         let inner = self.state.lock();
         let conn = inner
             .conns

@@ -179,15 +179,30 @@ async fn sends_to_a_service() {
 async fn sending_to_a_role_nobody_registered_fails() {
     let bus = MockBus::start().await.unwrap();
     let _unregistered = Service::connect(&bus).await;
+    let t0 = Instant::now();
     let err = bus
         .send_to_service("ping", "ping", json!(1))
         .await
         .expect_err("no service");
+    assert!(t0.elapsed() >= MockBus::REGISTRATION_WAIT);
     assert!(
         err.to_string()
             .contains("no service is registered as 'ping'"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn sending_waits_for_a_service_that_is_registering() {
+    let bus = MockBus::start().await.unwrap();
+    // Register without waiting for the mock to have seen it.
+    let mut svc = Service::connect(&bus).await;
+    svc.send(
+        json!({"name": "exocom.register-service", "sender": "ping", "id": "1", "activityId": "2"}),
+    )
+    .await;
+    bus.send_to_service("ping", "ping", json!(1)).await.unwrap();
+    assert_eq!(svc.recv().await["payload"], 1);
 }
 
 #[tokio::test]

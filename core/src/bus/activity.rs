@@ -16,6 +16,7 @@
 //! `responseTime`.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 /// A connection, by number (never 0).
@@ -146,28 +147,31 @@ impl ActivityTable {
     /// for a new or expired activity) and its entry, with `last` set to
     /// `now`. An expired activity starts over without members.
     pub(crate) fn touch(&mut self, key: u64, now: u64) -> (Option<u64>, &mut Activity) {
-        let found = match self.current.get(&key) {
-            Some(a) => Some(*a),
-            None => {
-                let older = self.previous.remove(&key);
-                self.rotate_if_due(now);
-                older
+        // Rotating first is safe: an activity of the current generation
+        // then sits in the previous one, where it is found below.
+        self.rotate_if_due(now);
+        let ttl = self.ttl;
+        let alive = |a: &Activity| now.saturating_sub(a.last) < ttl;
+        match self.current.entry(key) {
+            Entry::Occupied(entry) => {
+                let activity = entry.into_mut();
+                let since = if alive(activity) {
+                    Some(now.saturating_sub(activity.last))
+                } else {
+                    activity.members = Members::default();
+                    None
+                };
+                activity.last = now;
+                (since, activity)
             }
-        };
-        let fresh = Activity {
-            last: now,
-            members: Members::default(),
-        };
-        let (since, activity) = match found {
-            Some(a) if now.saturating_sub(a.last) < self.ttl => (Some(now - a.last), a),
-            _ => (None, fresh),
-        };
-        let entry = self.current.entry(key).or_insert(activity);
-        *entry = Activity {
-            last: now,
-            members: activity.members,
-        };
-        (since, entry)
+            Entry::Vacant(entry) => {
+                let (since, members) = match self.previous.remove(&key) {
+                    Some(old) if alive(&old) => (Some(now.saturating_sub(old.last)), old.members),
+                    _ => (None, Members::default()),
+                };
+                (since, entry.insert(Activity { last: now, members }))
+            }
+        }
     }
 }
 

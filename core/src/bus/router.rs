@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -108,7 +108,7 @@ pub(crate) struct Router {
     grace_open: bool,
     held_per_role: usize,
     security: SecurityState,
-    next_conn: AtomicU32,
+    next_conn: ConnId,
 }
 
 impl Router {
@@ -126,13 +126,16 @@ impl Router {
             grace_open: !config.startup_grace.is_zero(),
             held_per_role: config.held_per_role.max(1),
             security: SecurityState::new(config.security_held_cap),
-            next_conn: AtomicU32::new(1),
+            next_conn: 1,
         }
     }
 
     fn add_conn(&mut self, outbox: Arc<Outbox>) -> ConnId {
+        // Numbers are reused only after 2^32 connections, and never while
+        // one is in use.
         let id = loop {
-            let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+            let id = self.next_conn;
+            self.next_conn = self.next_conn.wrapping_add(1);
             if id != 0 && !self.conns.contains_key(&id) {
                 break id;
             }
