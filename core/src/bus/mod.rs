@@ -62,22 +62,27 @@
 //! mutex held only for table look-ups; parsing, serializing each copy (once)
 //! and logging happen outside it. Payloads are never re-encoded.
 //!
-//! Modules: `http` (the HTTP request head, the WebSocket handshake, plain
-//! responses), `server` (listener, connection tracking, shutdown; shared
-//! with the mock bus of [`crate::testing`]), `connection` (the per-connection
-//! loop and its outgoing queue), `table` (the compiled routes), `router`
-//! (instances, stickiness, grace holds), `activity` (the activity table),
-//! `security` (the security adapter's state), `wire` (the frames the bus
-//! writes, timestamps), `log` (log lines and sinks).
+//! Modules: `http` (the request head, the WebSocket handshake, plain
+//! responses) and `server` (listener, connection tracking, shutdown), both
+//! shared with the mock bus of [`crate::testing`]; `connection` (the loop of
+//! one connection and its outgoing queue); `peer` (what the bus does with a
+//! service's frames: registration, refusals); `shared` (routing one
+//! message, `/config.json`, housekeeping); `router` (the state behind the
+//! mutex: instances, stickiness, grace holds); `table` (the compiled
+//! routes); `activity` (the activity table); `security` (the security
+//! adapter); `wire` (reading and writing frames, timestamps); `log` (log
+//! lines and sinks).
 
 mod activity;
 mod config;
 pub(crate) mod connection;
 pub(crate) mod http;
 mod log;
+mod peer;
 mod router;
 mod security;
 pub(crate) mod server;
+mod shared;
 mod table;
 mod wire;
 
@@ -90,8 +95,8 @@ pub use config::BusConfig;
 pub use log::LogSink;
 pub use wire::rfc3339_nanos;
 
-use router::Shared;
 use server::Server;
+use shared::Shared;
 
 /// Why a bus could not start.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +144,7 @@ impl Bus {
         })?;
         let shared = Shared::new(config);
         let server = Server::spawn(listener, shared.clone());
-        router::spawn_housekeeping(shared.clone(), server.stop_signal(), server.tracker());
+        shared::spawn_housekeeping(shared.clone(), server.stop_signal(), server.tracker());
         Ok(BusHandle {
             shared,
             server,

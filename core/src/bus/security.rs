@@ -1,12 +1,26 @@
-//! The state of the security adapter: messages held until the security
-//! role authorizes them, and security requests waiting for their answer.
-//! Both are bounded (oldest out first) and expire.
+//! The security adapter (PROTOCOL.md, "The security adapter"): when the
+//! routes have a role named `security`, every other allowed message is
+//! held and the security role is asked about it (`authorize message`);
+//! `message authorized` releases it, `message unauthorized` drops it and
+//! tells the receivers of `message unauthorized`; `security request` makes
+//! the bus send a message for the security role and hand the first answer
+//! in its activity back as `security response`.
+//!
+//! Held messages and pending requests are bounded (oldest out first) and
+//! expire after the activity TTL; a verdict for an unknown activity is
+//! logged, nothing more.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
+use serde_json::value::RawValue;
+
 use super::activity::ConnId;
-use super::table::RoleId;
-use crate::message::Message;
+use super::router::Plan;
+use super::shared::{BUS, Shared};
+use super::table::{self, RoleId};
+use super::wire::{Incoming, View};
+use crate::message::{Message, new_id};
 
 /// A map that remembers insertion order, holds at most `cap` entries and
 /// can drop entries older than a TTL.
@@ -113,6 +127,183 @@ impl SecurityState {
             held: Fifo::new(cap),
             requests: Fifo::new(cap),
         }
+    }
+}
+
+impl Shared {
+    /// Holds a message and asks the security role about it.
+    pub(super) fn authorize(
+        &self,
+        conn: ConnId,
+        role: RoleId,
+        role_name: &str,
+        msg: &View<'_>,
+        plan: &mut Vec<Plan>,
+    ) {
+        let verdict_activity = new_id();
+        let msg = msg.to_message();
+        let original = msg.to_json();
+        let (name, activity) = (msg.name.clone(), msg.activity().to_owned());
+        let now = self.now();
+        let key = self.keys.key(&activity);
+        let evicted = {
+            let mut router = self.lock();
+            router.join(key, conn, now);
+            router.security.held.insert(
+                verdict_activity.clone(),
+                now,
+                HeldMessage { msg, conn, role },
+            )
+        };
+        if let Some(old) = evicted {
+            self.warn(format!(
+                "Warning: Dropped '{}' from '{}' with activityId '{}': more than {} messages wait for authorization",
+                old.msg.name,
+                self.role_name(old.role),
+                old.msg.activity(),
+                self.security_held_cap
+            ));
+        }
+        let ask = Message {
+            name: table::AUTHORIZE.into(),
+            id: Some(new_id()),
+            activity_id: Some(verdict_activity.clone()),
+            payload: RawValue::from_string(original).ok(),
+            ..Message::default()
+        };
+        let outcome = self.route(None, BUS, &View::of(&ask), &self.table.authorize, plan);
+        if outcome.delivered + outcome.held == 0 {
+            let dropped = self.lock().security.held.take(&verdict_activity);
+            if dropped.is_some() {
+                self.warn(format!(
+                    "Warning: Dropped '{name}' from '{role_name}' with activityId '{activity}': no instance of '{}' is connected to authorize it",
+                    table::SECURITY
+                ));
+            }
+        }
+    }
+
+    /// `message authorized`, `message unauthorized` or `security request`
+    /// from the security role.
+    pub(super) fn security_verb(
+        &self,
+        conn: ConnId,
+        security: &str,
+        msg: &View<'_>,
+        plan: &mut Vec<Plan>,
+    ) {
+        match msg.name {
+            table::AUTHORIZED => {
+                let held = self.lock().security.held.take(msg.activity);
+                match held {
+                    Some(h) => {
+                        let sender = self.role_name(h.role);
+                        let original = View::of(&h.msg);
+                        self.route_by_routes(Some(h.conn), Some(h.role), &sender, &original, plan);
+                    }
+                    None => self.unknown_verdict(msg),
+                }
+            }
+            table::UNAUTHORIZED => {
+                let held = self.lock().security.held.take(msg.activity);
+                let Some(h) = held else {
+                    self.unknown_verdict(msg);
+                    return;
+                };
+                let sender = self.role_name(h.role);
+                self.warn(format!(
+                    "Warning: Unauthorized message '{}' from '{sender}' with activityId '{}'",
+                    h.msg.name,
+                    h.msg.activity()
+                ));
+                let notice = Message {
+                    name: table::UNAUTHORIZED.into(),
+                    id: Some(new_id()),
+                    activity_id: h.msg.activity_id.clone(),
+                    sender: Some(security.to_owned()),
+                    payload: RawValue::from_string(h.msg.to_json()).ok(),
+                    ..Message::default()
+                };
+                let role = self.table.security;
+                self.route_by_routes(None, role, security, &View::of(&notice), plan);
+            }
+            table::SECURITY_REQUEST => self.security_request(conn, security, msg, plan),
+            // The fixed route lets the security role send nothing else.
+            _ => {}
+        }
+    }
+
+    fn unknown_verdict(&self, msg: &View<'_>) {
+        self.warn(format!(
+            "Warning: '{}' for an unknown activityId '{}' (no message waits for it)",
+            msg.name, msg.activity
+        ));
+    }
+
+    /// Routes the message inside a `security request`, and remembers to
+    /// hand its first answer back.
+    fn security_request(&self, conn: ConnId, security: &str, msg: &View<'_>, plan: &mut Vec<Plan>) {
+        let inner = msg
+            .payload
+            .ok_or_else(|| "it has no payload".to_owned())
+            .and_then(|p| Incoming::parse(p.get()).map_err(|e| e.to_string()));
+        let mut inner = match inner {
+            Ok(inner) => inner,
+            Err(e) => {
+                self.warn(format!(
+                    "Warning: Ignored '{}' with activityId '{}': its payload is not a message ({e})",
+                    msg.name, msg.activity
+                ));
+                return;
+            }
+        };
+        inner.id.get_or_insert_with(|| Cow::Owned(new_id()));
+        let inner_activity = inner
+            .activity_id
+            .get_or_insert_with(|| Cow::Owned(new_id()))
+            .to_string();
+        let now = self.now();
+        let key = self.keys.key(msg.activity);
+        let evicted = {
+            let mut router = self.lock();
+            router.join(key, conn, now);
+            router
+                .security
+                .requests
+                .insert(inner_activity.clone(), now, msg.activity.to_owned())
+        };
+        if let Some(old) = evicted {
+            self.warn(format!(
+                "Warning: Forgot the security request with activityId '{old}': more than {} wait for an answer",
+                self.security_held_cap
+            ));
+        }
+        let role = inner.sender.as_deref().and_then(|s| self.table.id(s));
+        let sender = inner.sender.as_deref().unwrap_or(security);
+        let outcome = self.route_by_routes(None, role, sender, &inner.view(), plan);
+        if outcome.delivered + outcome.held == 0 {
+            self.lock().security.requests.take(&inner_activity);
+        }
+    }
+
+    /// The first answer in the activity of a security request goes back to
+    /// the security role, wrapped.
+    pub(super) fn security_response(
+        &self,
+        answer: &View<'_>,
+        request_activity: String,
+        plan: &mut Vec<Plan>,
+    ) {
+        let wrapped = Message {
+            name: table::SECURITY_RESPONSE.into(),
+            id: Some(new_id()),
+            activity_id: Some(request_activity),
+            is_security: true,
+            payload: RawValue::from_string(answer.to_message().to_json()).ok(),
+            ..Message::default()
+        };
+        let wrapped = View::of(&wrapped);
+        self.route(None, BUS, &wrapped, &self.table.security_response, plan);
     }
 }
 
