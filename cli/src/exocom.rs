@@ -4,6 +4,9 @@
 //! PORT=3100 SERVICE_DATA='{"web":{"sends":["ping"]},"ping":{"receives":["ping"]}}' exocom
 //! ```
 //!
+//! `--app DIR` takes the routes from an application's `application.yml`
+//! and its services' files instead of `SERVICE_DATA`.
+//!
 //! Environment: `PORT` (default 80; `--port` overrides it), `SERVICE_DATA`
 //! (the routes as JSON; missing: no routes, with a warning; invalid: exit
 //! 1), `EXOCOM_BIND` (the IP address to listen on, default `0.0.0.0`),
@@ -39,6 +42,10 @@ pub struct Args {
     /// Do not log a line per routed message (warnings are still logged).
     #[arg(long)]
     pub quiet_routes: bool,
+    /// Take the routes from an application (its directory or its
+    /// application.yml and the services' files) instead of SERVICE_DATA.
+    #[arg(long, value_name = "DIR")]
+    pub app: Option<std::path::PathBuf>,
 }
 
 /// How the bus runs, from the command line and the environment.
@@ -146,6 +153,17 @@ pub async fn run(args: Args) -> i32 {
             return 1;
         }
     };
+    if let Some(app) = &args.app {
+        return match exoservice::config::AppConfig::load(app) {
+            Ok(app) => serve(app.routes(), &settings).await,
+            Err(errors) => {
+                for e in errors {
+                    eprintln!("exocom: {e}");
+                }
+                1
+            }
+        };
+    }
     let routes = match routes_from_env() {
         Ok(Some(routes)) => routes,
         Ok(None) => {
@@ -221,6 +239,7 @@ mod tests {
             Args {
                 port: Some(4000),
                 quiet_routes: true,
+                app: None,
             },
             &[
                 ("PORT", "3100"),

@@ -62,10 +62,7 @@ impl Service {
 
     /// A service configured by the config file in `dir` and the environment.
     pub fn from_dir(dir: &Path) -> Result<Service> {
-        Err(ExoError::Config(crate::config::ConfigError::new(
-            dir.join("service.yml"),
-            "reading service.yml is not available in this build yet; build the config in code with ServiceConfig::from_parts",
-        )))
+        Ok(Service::new(ServiceConfig::load(dir)?))
     }
 
     /// A service with a config built or loaded by the caller.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use exo_cli::{bench, send};
+use exo_cli::{bench, check, run, send};
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +20,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run an application: an embedded bus and every service, until Ctrl-C.
+    Run {
+        /// The application directory (holding application.yml).
+        #[arg(default_value = ".")]
+        app: PathBuf,
+        /// The bus's port [default: $EXOCOM_PORT, else 3100; 0 picks a free one].
+        #[arg(long)]
+        port: Option<u16>,
+        /// The address the bus listens on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// Run each service's `setup:` command before starting it.
+        #[arg(long)]
+        setup: bool,
+        /// Seconds every service gets to print its online text.
+        #[arg(long, default_value_t = 120.0)]
+        online_timeout: f64,
+        /// Seconds services get to stop after SIGTERM before they are killed.
+        #[arg(long, default_value_t = 15.0)]
+        stop_timeout: f64,
+        /// Do not log a line per routed message.
+        #[arg(long)]
+        quiet_routes: bool,
+    },
+    /// Check an application's or a service's config and print a summary.
+    Check {
+        /// An application or service directory, or the file itself.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Print the routes as the bus's SERVICE_DATA JSON instead.
+        #[arg(long)]
+        routes: bool,
+    },
     /// Send one message to a bus as a role; with --await print the reply.
     Send {
         /// The message name.
@@ -38,7 +71,7 @@ enum Command {
         /// The bus's host [default: $EXOCOM_HOST, else localhost].
         #[arg(long)]
         host: Option<String>,
-        /// The bus's port [default: $EXOCOM_PORT, else 80].
+        /// The bus's port [default: $EXOCOM_PORT, else 3100, as `exo run`].
         #[arg(long)]
         port: Option<u16>,
         /// Print the whole reply frame as JSON.
@@ -72,6 +105,19 @@ fn env_or(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// `--port`, else `$EXOCOM_PORT`, else the `exo run` default.
+fn port_or_env(port: Option<u16>) -> Result<u16, String> {
+    match port {
+        Some(p) => Ok(p),
+        None => {
+            let text = env_or("EXOCOM_PORT", &run::DEFAULT_PORT.to_string());
+            text.trim()
+                .parse()
+                .map_err(|_| format!("EXOCOM_PORT must be a port number, not {text:?}"))
+        }
+    }
+}
+
 fn seconds(s: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(s).map_err(|_| format!("{s} is not a number of seconds"))
 }
@@ -80,6 +126,40 @@ fn seconds(s: f64) -> Result<Duration, String> {
 async fn main() -> ExitCode {
     exoservice::logging::init();
     let code = match Cli::parse().command {
+        Command::Run {
+            app,
+            port,
+            bind,
+            setup,
+            online_timeout,
+            stop_timeout,
+            quiet_routes,
+        } => {
+            let port = match port_or_env(port) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("exo run: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let (online_timeout, stop_timeout) =
+                match (seconds(online_timeout), seconds(stop_timeout)) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    (Err(e), _) | (_, Err(e)) => {
+                        eprintln!("exo run: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+            let mut args = run::RunArgs::new(app);
+            args.port = port;
+            args.bind = bind;
+            args.setup = setup;
+            args.online_timeout = online_timeout;
+            args.stop_timeout = stop_timeout;
+            args.quiet_routes = quiet_routes;
+            run::run(args).await
+        }
+        Command::Check { path, routes } => check::check(&check::CheckArgs { path, routes }),
         Command::Send {
             name,
             payload,
@@ -90,13 +170,10 @@ async fn main() -> ExitCode {
             port,
             json,
         } => {
-            let port = match port
-                .map(Ok)
-                .unwrap_or_else(|| env_or("EXOCOM_PORT", "80").parse())
-            {
+            let port = match port_or_env(port) {
                 Ok(p) => p,
-                Err(_) => {
-                    eprintln!("exo send: EXOCOM_PORT must be a port number");
+                Err(e) => {
+                    eprintln!("exo send: {e}");
                     return ExitCode::from(2);
                 }
             };

@@ -2,8 +2,19 @@
 //! `config.yml`) in all three shapes, `application.yml`, and the
 //! environment overrides (`ROLE`, `EXOCOM_HOST`, `EXOCOM_PORT`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod app;
+pub mod env;
+pub mod service_file;
+pub mod yaml;
+
+pub use app::{AppConfig, AppService, Visibility};
+pub use env::Env;
+
+use crate::routes::{Translation, is_valid_role};
+use service_file::ServiceFile;
 
 /// Default limit of handlers in flight per service.
 pub const DEFAULT_CONCURRENCY: usize = 64;
@@ -131,10 +142,130 @@ impl ServiceConfig {
         }
     }
 
+    /// Reads the service in `dir`: its `service.yml` (or `config.yml`) and
+    /// the environment of this process (`ROLE`, `EXOCOM_HOST`, `EXOCOM_PORT`,
+    /// `EXOSERVICE_CONCURRENCY`, `EXOSERVICE_OUTGOING_BUFFER`,
+    /// `EXOSERVICE_DRAIN_TIMEOUT_MS`), which win over the file.
+    pub fn load(dir: impl AsRef<Path>) -> Result<ServiceConfig, ConfigError> {
+        ServiceConfig::load_with(dir.as_ref(), &Env::process(), None)
+    }
+
+    /// [`ServiceConfig::load`] for the current directory.
+    pub fn from_env() -> Result<ServiceConfig, ConfigError> {
+        ServiceConfig::load(".")
+    }
+
+    /// Reads the service in `dir` with the given environment. `app_key` is
+    /// the service's key in `application.yml`, when known: it names the role
+    /// unless `ROLE` is set.
+    pub fn load_with(
+        dir: &Path,
+        env: &Env,
+        app_key: Option<&str>,
+    ) -> Result<ServiceConfig, ConfigError> {
+        let file = service_file::find(dir)?;
+        let parsed = service_file::read(&file)?;
+        Ok(ServiceConfig::from_file(parsed, dir, env, app_key)?.0)
+    }
+
+    /// Applies role resolution and the environment to a parsed file; also
+    /// returns the translations the file declares.
+    fn from_file(
+        parsed: ServiceFile,
+        dir: &Path,
+        env: &Env,
+        app_key: Option<&str>,
+    ) -> Result<(ServiceConfig, Vec<Translation>), ConfigError> {
+        let role = resolve_role(&parsed, env, app_key)?;
+        let mut config = ServiceConfig::from_parts(role, parsed.receives, parsed.sends);
+        config.dir = dir.to_owned();
+        config.file = parsed.file;
+        config.description = parsed.description;
+        config.author = parsed.author;
+        config.startup = parsed.startup;
+        config.setup = parsed.setup;
+        if let Some(host) = env.get(env::EXOCOM_HOST) {
+            config.exocom_host = host.to_owned();
+        }
+        if let Some(port) = env.port()? {
+            config.exocom_port = port;
+        }
+        let count = |file: Option<u64>, var: &str| -> Result<Option<usize>, ConfigError> {
+            Ok(env.count(var)?.or(file).map(|n| n as usize))
+        };
+        if let Some(n) = count(parsed.concurrency, env::CONCURRENCY)? {
+            config.concurrency = n;
+        }
+        if let Some(n) = count(parsed.outgoing_buffer, env::OUTGOING_BUFFER)? {
+            config.outgoing_buffer = n;
+        }
+        if let Some(d) = env.drain_timeout()? {
+            config.drain_timeout = d;
+        } else if let Some(ms) = parsed.drain_timeout_ms {
+            config.drain_timeout = Duration::from_millis(ms);
+        }
+        Ok((config, parsed.translations))
+    }
+
     /// The same config pointed at another bus.
     pub fn with_exocom(mut self, host: impl Into<String>, port: u16) -> Self {
         self.exocom_host = host.into();
         self.exocom_port = port;
         self
     }
+}
+
+/// The role, first found: `ROLE`; the key in `application.yml`; `type:`
+/// unless it is public/private/worker; `name:`.
+fn resolve_role(
+    parsed: &ServiceFile,
+    env: &Env,
+    app_key: Option<&str>,
+) -> Result<String, ConfigError> {
+    const RULE: &str = "letters and digits in groups joined by single hyphens, like `todo-service`";
+    if let Some(role) = env.get(env::ROLE) {
+        if !is_valid_role(role) {
+            return Err(env::var_error(
+                env::ROLE,
+                format!("{role:?} is not a role name ({RULE})"),
+            ));
+        }
+        return Ok(role.to_owned());
+    }
+    if let Some(key) = app_key {
+        return Ok(key.to_owned());
+    }
+    if let Some((role, line, column)) = &parsed.type_role {
+        if !is_valid_role(role) {
+            return Err(ConfigError::at(
+                &parsed.file,
+                *line,
+                *column,
+                format!(
+                    "type must be the service's role ({RULE}) or one of public, private, worker; found {role:?}"
+                ),
+            ));
+        }
+        return Ok(role.clone());
+    }
+    if let Some((name, line, column)) = &parsed.name {
+        if !is_valid_role(name) {
+            return Err(ConfigError::at(
+                &parsed.file,
+                *line,
+                *column,
+                format!(
+                    "name {name:?} cannot be used as the role ({RULE}); set `type:` to the role, or the ROLE variable"
+                ),
+            ));
+        }
+        return Ok(name.clone());
+    }
+    let hint = match &parsed.kind {
+        Some(kind) => format!(
+            "no role: `type: {kind}` says what kind of service this is, not its role; set the ROLE variable or run it from an application.yml"
+        ),
+        None => "no role: set `type:` to the service's role, or the ROLE variable".to_owned(),
+    };
+    Err(ConfigError::new(&parsed.file, hint))
 }

@@ -1,0 +1,424 @@
+//! `exo run`: runs an application on one machine. Starts an embedded bus
+//! with the application's routes, starts every service with its `startup`
+//! command (in its directory, with `ROLE`, `EXOCOM_HOST` and `EXOCOM_PORT`
+//! set), prefixes every line of output with the role, waits until each
+//! service printed its online text, and on Ctrl-C or SIGTERM stops the
+//! services (SIGTERM to each one's process group, SIGKILL after a
+//! deadline) and then the bus.
+//!
+//! The bus also admits the role `exo` (the default role of `exo send`):
+//! it may send every message some service receives and receives every
+//! message some service sends, so `exo send NAME --await` can talk to the
+//! running application.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use exoservice::bus::{Bus, BusConfig, LogSink};
+use exoservice::config::{AppConfig, AppService, Env};
+use exoservice::routes::{RoleRoutes, Routes};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The online text a service prints when its file names none.
+pub const DEFAULT_ONLINE_TEXT: &str = "online at port";
+/// The role `exo send` uses by default; `exo run` adds it to the routes.
+pub const TOOL_ROLE: &str = "exo";
+/// The port `exo run` and `exo send` use when neither `--port` nor
+/// `EXOCOM_PORT` say otherwise.
+pub const DEFAULT_PORT: u16 = 3100;
+
+/// What `exo run` was asked.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    /// The application directory (or its application.yml).
+    pub app: PathBuf,
+    /// The bus port (0: any free port).
+    pub port: u16,
+    /// The address the bus listens on.
+    pub bind: IpAddr,
+    /// Run each service's `setup` command first.
+    pub setup: bool,
+    /// How long every service gets to print its online text.
+    pub online_timeout: Duration,
+    /// How long services get to stop after SIGTERM before SIGKILL.
+    pub stop_timeout: Duration,
+    /// Do not log a line per routed message.
+    pub quiet_routes: bool,
+}
+
+impl RunArgs {
+    /// Defaults for an application directory.
+    pub fn new(app: impl Into<PathBuf>) -> RunArgs {
+        RunArgs {
+            app: app.into(),
+            port: DEFAULT_PORT,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            setup: false,
+            online_timeout: Duration::from_secs(120),
+            stop_timeout: Duration::from_secs(15),
+            quiet_routes: false,
+        }
+    }
+}
+
+/// The routes of the application plus the `exo` tool role (unless the
+/// application has a service of that name).
+pub fn routes_with_tool(app: &AppConfig) -> Routes {
+    let mut routes = app.routes();
+    if routes.roles.contains_key(TOOL_ROLE) {
+        return routes;
+    }
+    let mut sends = BTreeSet::new();
+    let mut receives = BTreeSet::new();
+    for r in routes.roles.values() {
+        sends.extend(r.receives.iter().map(|n| r.to_public(n).to_owned()));
+        receives.extend(r.sends.iter().map(|n| r.to_public(n).to_owned()));
+    }
+    routes.roles.insert(
+        TOOL_ROLE.to_owned(),
+        RoleRoutes {
+            receives: receives.into_iter().collect(),
+            sends: sends.into_iter().collect(),
+            translations: Vec::new(),
+        },
+    );
+    routes
+}
+
+/// Prints lines with a role prefix, aligned.
+#[derive(Clone)]
+struct Printer {
+    width: usize,
+}
+
+impl Printer {
+    fn line(&self, who: &str, text: &str) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{who:>w$} | {text}", w = self.width);
+        let _ = out.flush();
+    }
+}
+
+/// An event from a running service.
+enum Event {
+    Online(usize),
+    Exited(usize, String),
+}
+
+struct Running {
+    role: String,
+    pgid: Option<i32>,
+    /// `Some(status)` once the process has ended.
+    status: tokio::sync::watch::Receiver<Option<String>>,
+    online: bool,
+    exited: bool,
+}
+
+/// Runs the application until SIGINT/SIGTERM; returns the exit code.
+pub async fn run(args: RunArgs) -> i32 {
+    let app = match AppConfig::load_with(&args.app, &Env::process()) {
+        Ok(app) => app,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("exo run: {e}");
+            }
+            return 1;
+        }
+    };
+    let missing: Vec<&str> = app
+        .services
+        .iter()
+        .filter(|s| s.config.startup.is_none())
+        .map(|s| s.role.as_str())
+        .collect();
+    if !missing.is_empty() {
+        for role in missing {
+            let s = app.service(role).expect("listed");
+            eprintln!(
+                "exo run: {}: no `startup: command:`, so {role} cannot be started",
+                s.config.file.display()
+            );
+        }
+        return 1;
+    }
+    let width = app
+        .services
+        .iter()
+        .map(|s| s.role.len())
+        .chain([TOOL_ROLE.len(), "exocom".len()])
+        .max()
+        .unwrap_or(6);
+    let printer = Printer { width };
+    for name in &app.skipped {
+        printer.line(
+            TOOL_ROLE,
+            &format!("warning: service {name:?} has no `location:`; it is not started here"),
+        );
+    }
+
+    // The bus.
+    let log_printer = printer.clone();
+    let config = BusConfig::new(routes_with_tool(&app))
+        .with_bind(SocketAddr::new(args.bind, args.port))
+        .with_log(LogSink::Callback(Arc::new(move |line: &str| {
+            log_printer.line("exocom", line)
+        })))
+        .with_route_logging(!args.quiet_routes);
+    let bus = match Bus::start(config).await {
+        Ok(bus) => bus,
+        Err(e) => {
+            eprintln!("exo run: cannot start the bus: {e}");
+            return 1;
+        }
+    };
+    let port = bus.port();
+    printer.line("exocom", &format!("ExoCom online at port {port}"));
+
+    if args.setup {
+        for s in &app.services {
+            if let Some(setup) = &s.config.setup
+                && !run_setup(&printer, s, setup).await
+            {
+                bus.shutdown().await;
+                return 1;
+            }
+        }
+    }
+
+    // The services.
+    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    let mut running: Vec<Running> = Vec::new();
+    for (index, s) in app.services.iter().enumerate() {
+        match start_service(&printer, s, port, index, events_tx.clone()) {
+            Ok(r) => running.push(r),
+            Err(e) => {
+                eprintln!("exo run: cannot start {}: {e}", s.role);
+                stop_all(&printer, &mut running, args.stop_timeout).await;
+                bus.shutdown().await;
+                return 1;
+            }
+        }
+    }
+    drop(events_tx);
+
+    let stop = exoservice::signals::wait_for_stop();
+    tokio::pin!(stop);
+    let deadline = Instant::now() + args.online_timeout;
+    let mut announced = false;
+    let mut code = 0;
+    loop {
+        let all_online = running.iter().all(|r| r.online || r.exited);
+        if all_online && !announced {
+            announced = true;
+            printer.line(
+                TOOL_ROLE,
+                &format!(
+                    "application {} is online: {} service{}, bus at port {port} (Ctrl-C stops it)",
+                    app.name.as_deref().unwrap_or("(unnamed)"),
+                    running.len(),
+                    if running.len() == 1 { "" } else { "s" }
+                ),
+            );
+        }
+        let timeout = async {
+            if announced {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep_until(deadline).await
+            }
+        };
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = timeout => {
+                let late: Vec<&str> = running.iter().filter(|r| !r.online && !r.exited).map(|r| r.role.as_str()).collect();
+                eprintln!(
+                    "exo run: not online after {:?}: {} (no line containing its online text)",
+                    args.online_timeout,
+                    late.join(", ")
+                );
+                code = 1;
+                break;
+            }
+            event = events.recv() => match event {
+                Some(Event::Online(i)) => running[i].online = true,
+                Some(Event::Exited(i, status)) => {
+                    let r = &mut running[i];
+                    r.exited = true;
+                    if !r.online {
+                        eprintln!("exo run: {} exited ({status}) before it was online", r.role);
+                        code = 1;
+                        break;
+                    }
+                    printer.line(TOOL_ROLE, &format!("{} exited ({status})", r.role));
+                }
+                None => {}
+            }
+        }
+        if running.iter().all(|r| r.exited) {
+            printer.line(TOOL_ROLE, "every service has exited");
+            code = 1;
+            break;
+        }
+    }
+    printer.line(TOOL_ROLE, "stopping the services");
+    stop_all(&printer, &mut running, args.stop_timeout).await;
+    bus.shutdown().await;
+    printer.line(TOOL_ROLE, "stopped");
+    code
+}
+
+/// Starts one service's startup command in its own process group.
+fn start_service(
+    printer: &Printer,
+    s: &AppService,
+    port: u16,
+    index: usize,
+    events: mpsc::UnboundedSender<Event>,
+) -> std::io::Result<Running> {
+    let startup = s.config.startup.clone().expect("checked before");
+    let online_text = startup
+        .online_text
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ONLINE_TEXT.to_owned());
+    printer.line(&s.role, &format!("starting: {}", startup.command));
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(&startup.command)
+        .current_dir(&s.dir)
+        .env("ROLE", &s.role)
+        .env("EXOCOM_HOST", "localhost")
+        .env("EXOCOM_PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let pgid = child.id().map(|id| id as i32);
+    let streams: [Option<Box<dyn AsyncRead + Unpin + Send>>; 2] = [
+        child.stdout.take().map(|s| Box::new(s) as _),
+        child.stderr.take().map(|s| Box::new(s) as _),
+    ];
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for stream in streams.into_iter().flatten() {
+        let printer = printer.clone();
+        let role = s.role.clone();
+        let online_text = online_text.clone();
+        let events = events.clone();
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                printer.line(&role, &line);
+                if line.contains(&online_text)
+                    && !seen.swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    let _ = events.send(Event::Online(index));
+                }
+            }
+        });
+    }
+    let (status_tx, status) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let text = match child.wait().await {
+            Ok(st) => st.to_string(),
+            Err(e) => format!("cannot wait for it: {e}"),
+        };
+        let _ = events.send(Event::Exited(index, text.clone()));
+        let _ = status_tx.send(Some(text));
+    });
+    Ok(Running {
+        role: s.role.clone(),
+        pgid,
+        status,
+        online: false,
+        exited: false,
+    })
+}
+
+/// Sends a signal to a process group.
+fn signal_group(pgid: i32, signal: i32) {
+    // SAFETY: kill(2) with a negative pid signals the process group; it has
+    // no memory-safety preconditions.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+/// Stops every running service: SIGTERM to each group, then waits; groups
+/// still alive at the deadline get SIGKILL.
+async fn stop_all(printer: &Printer, running: &mut [Running], timeout: Duration) {
+    for r in running.iter() {
+        if let (Some(pgid), false) = (r.pgid, r.exited) {
+            signal_group(pgid, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    for r in running.iter_mut() {
+        let ended = tokio::time::timeout_at(deadline, r.status.wait_for(|s| s.is_some()))
+            .await
+            .ok()
+            .and_then(|res| res.ok().map(|status| status.clone().unwrap_or_default()));
+        match ended {
+            Some(text) => {
+                if !r.exited {
+                    printer.line(&r.role, &format!("stopped ({text})"));
+                }
+            }
+            None => {
+                printer.line(
+                    &r.role,
+                    &format!("did not stop within {timeout:?}: killing it"),
+                );
+                if let Some(pgid) = r.pgid {
+                    signal_group(pgid, libc::SIGKILL);
+                }
+                let _ = r.status.wait_for(|s| s.is_some()).await;
+            }
+        }
+        // Whatever the shell left behind in the group goes too.
+        if let Some(pgid) = r.pgid {
+            signal_group(pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Runs one setup command to its end; false when it failed.
+async fn run_setup(printer: &Printer, s: &AppService, setup: &str) -> bool {
+    printer.line(&s.role, &format!("setup: {setup}"));
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(setup)
+        .current_dir(&s.dir)
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    match output {
+        Ok(out) => {
+            for line in String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&out.stderr).lines())
+            {
+                printer.line(&s.role, line);
+            }
+            if out.status.success() {
+                true
+            } else {
+                eprintln!("exo run: setup of {} failed ({})", s.role, out.status);
+                false
+            }
+        }
+        Err(e) => {
+            eprintln!("exo run: cannot run the setup of {}: {e}", s.role);
+            false
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! `exo run` and `exo check` as a user runs them: real processes, a real
+//! bus on a free port, the Rust ping example as the service.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const APP: &str = "name: ping-test\nservices:\n  ping:\n    location: ./ping\n";
+const PING: &str = "type: ping\nstartup:\n  command: exec \"$EXO_TEST_PING\"\n  online-text: online at port\nmessages:\n  receives: [ping]\n  sends: [pong]\n";
+
+fn start_app(dir: &std::path::Path) -> (Proc, u16) {
+    let mut p = Proc::spawn(
+        Command::new(exo())
+            .arg("run")
+            .arg(dir)
+            .args([
+                "--port",
+                "0",
+                "--stop-timeout",
+                "5",
+                "--online-timeout",
+                "30",
+            ])
+            .env("EXO_TEST_PING", rust_ping())
+            .env_remove("EXOCOM_PORT"),
+    );
+    let port = port_in(&p.wait_for("ExoCom online at port", Duration::from_secs(20)));
+    p.wait_for("application ping-test is online", Duration::from_secs(30));
+    (p, port)
+}
+
+#[test]
+fn runs_an_app_answers_exo_send_and_stops_on_sigterm() {
+    let d = dir_with(&[("application.yml", APP), ("ping/service.yml", PING)]);
+    let (mut p, port) = start_app(d.path());
+    let (code, out, err) = exo_send(port, &["ping", r#"{"n":1,"text":"héllo"}"#, "--await"]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert_eq!(out.trim(), r#"pong {"n":1,"text":"héllo"}"#);
+    // The bus's log lines come out prefixed with `exocom`.
+    p.wait_for("--[ ping ]->", Duration::from_secs(5));
+    let routed = p.wait_for("--[ pong ]->", Duration::from_secs(5));
+    assert!(routed.trim_start().starts_with("exocom |"), "{routed}");
+    // The service's own output is prefixed with its role.
+    let online = p.wait_for("ping | ", Duration::from_secs(1));
+    assert!(online.contains("ping |"), "{online}");
+
+    p.signal("TERM");
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        p.output()
+    );
+    let out = p.output();
+    assert!(out.contains("ping | stopped (exit status: 0)"), "{out}");
+    assert!(out.contains("exo | stopped"), "{out}");
+}
+
+#[test]
+fn sigint_stops_the_app_too() {
+    let d = dir_with(&[("application.yml", APP), ("ping/service.yml", PING)]);
+    let (mut p, _port) = start_app(d.path());
+    p.signal("INT");
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        p.output()
+    );
+}
+
+#[test]
+fn a_bad_config_is_reported_with_file_line_and_column() {
+    let d = dir_with(&[
+        (
+            "application.yml",
+            "services:\n  ping:\n    location: ./ping\n",
+        ),
+        ("ping/service.yml", "type: ping\nmessages:\n  sends: pong\n"),
+    ]);
+    let mut p = Proc::spawn(
+        Command::new(exo())
+            .arg("run")
+            .arg(d.path())
+            .args(["--port", "0"]),
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    let out = p.output();
+    assert!(
+        out.contains(
+            "ping/service.yml:3:10: messages.sends must be a list of message names, found a string"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_service_that_dies_before_it_is_online_fails_the_run() {
+    let d = dir_with(&[
+        ("application.yml", APP),
+        (
+            "ping/service.yml",
+            "type: ping\nstartup:\n  command: echo starting; exit 3\nmessages:\n  receives: [ping]\n",
+        ),
+    ]);
+    let mut p = Proc::spawn(
+        Command::new(exo())
+            .arg("run")
+            .arg(d.path())
+            .args(["--port", "0"]),
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    let out = p.output();
+    assert!(out.contains("ping | starting"), "{out}");
+    assert!(
+        out.contains("exo run: ping exited (exit status: 3) before it was online"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_service_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
+    let d = dir_with(&[
+        ("application.yml", APP),
+        (
+            "ping/service.yml",
+            "type: ping\nstartup:\n  command: trap '' TERM; echo online at port 1; while true; do sleep 0.1; done\n",
+        ),
+    ]);
+    let mut p = Proc::spawn(Command::new(exo()).arg("run").arg(d.path()).args([
+        "--port",
+        "0",
+        "--stop-timeout",
+        "1",
+    ]));
+    p.wait_for("is online", Duration::from_secs(10));
+    p.signal("TERM");
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        p.output()
+    );
+    assert!(
+        p.output()
+            .contains("ping | did not stop within 1s: killing it"),
+        "{}",
+        p.output()
+    );
+}
+
+#[test]
+fn check_summarises_an_app_and_prints_its_routes() {
+    let d = dir_with(&[("application.yml", APP), ("ping/service.yml", PING)]);
+    let out = Command::new(exo())
+        .arg("check")
+        .arg(d.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("application ping-test, 1 service"), "{text}");
+    assert!(text.contains("receives: ping"), "{text}");
+    assert!(text.trim_end().ends_with("ok"), "{text}");
+    let out = Command::new(exo())
+        .arg("check")
+        .arg(d.path())
+        .arg("--routes")
+        .output()
+        .unwrap();
+    let routes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(routes["ping"]["receives"][0], "ping");
+}
+
+#[test]
+fn check_reports_every_error_and_exits_1() {
+    let d = dir_with(&[
+        (
+            "application.yml",
+            "services:\n  a: { location: ./a }\n  b: { location: ./b }\n",
+        ),
+        ("a/service.yml", "type: a\nmessages: nope\n"),
+        ("b/service.yml", "type: b\nmessages:\n  receives: 3\n"),
+    ]);
+    let out = Command::new(exo())
+        .arg("check")
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a/service.yml:2:11: messages must be a mapping"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "b/service.yml:3:13: messages.receives must be a list of message names, found a number"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("2 errors found"), "{err}");
+}

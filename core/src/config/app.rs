@@ -1,0 +1,332 @@
+//! `application.yml`: the services of an application, where they live, and
+//! the translations between their internal message names and public ones.
+//! Builds the bus's routes.
+
+use std::path::{Path, PathBuf};
+
+use super::env::{self, Env};
+use super::service_file::{self, read_translations};
+use super::yaml::{Document, Node, Value};
+use super::{ConfigError, ServiceConfig};
+use crate::routes::{RoleRoutes, Routes, Translation, is_valid_role};
+
+/// Where a service sits in a 2017 grouped `application.yml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Under `services.public`.
+    Public,
+    /// Under `services.private`.
+    Private,
+    /// Under `services.worker`.
+    Worker,
+}
+
+/// One service of an application.
+#[derive(Debug, Clone)]
+pub struct AppService {
+    /// Its role: the key in `application.yml`.
+    pub role: String,
+    /// `location:` as written.
+    pub location: String,
+    /// The service directory (location resolved against the application's).
+    pub dir: PathBuf,
+    /// Its group in the grouped form, if any.
+    pub visibility: Option<Visibility>,
+    /// Public ⇄ internal name pairs, from `application.yml` and the service file.
+    pub translations: Vec<Translation>,
+    /// The service's own config (the process's `ROLE` is ignored: the key
+    /// names the role).
+    pub config: ServiceConfig,
+}
+
+/// A whole application.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// `name:`, if given.
+    pub name: Option<String>,
+    /// The `application.yml` read.
+    pub file: PathBuf,
+    /// The application's directory.
+    pub dir: PathBuf,
+    /// Its services, in file order.
+    pub services: Vec<AppService>,
+    /// Entries that are not run here (no `location:`, e.g. a `docker-image:`).
+    pub skipped: Vec<String>,
+}
+
+impl AppConfig {
+    /// Reads `application.yml` (give the file or its directory) and every
+    /// service it lists. Reports every error found, not only the first.
+    pub fn load(path: impl AsRef<Path>) -> Result<AppConfig, Vec<ConfigError>> {
+        AppConfig::load_with(path.as_ref(), &Env::process())
+    }
+
+    /// [`AppConfig::load`] with a given environment (its `ROLE` is ignored).
+    pub fn load_with(path: &Path, env: &Env) -> Result<AppConfig, Vec<ConfigError>> {
+        let file = if path.is_dir() {
+            path.join("application.yml")
+        } else {
+            path.to_owned()
+        };
+        let dir = file
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        if !file.is_file() {
+            return Err(vec![ConfigError::new(
+                &file,
+                "file not found (an application directory holds application.yml)",
+            )]);
+        }
+        let doc = Document::read(&file).map_err(|e| vec![e])?;
+        let env = env.without(env::ROLE);
+        let mut errors = Vec::new();
+        let mut app = AppConfig {
+            name: None,
+            file: file.clone(),
+            dir: dir.clone(),
+            services: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let root = &doc.root;
+        if let Err(e) = doc.mapping(root, "the top level") {
+            return Err(vec![e]);
+        }
+        match doc.opt_string(root.get("name"), "name") {
+            Ok(name) => app.name = name,
+            Err(e) => errors.push(e),
+        }
+        let entries = match collect_entries(&doc) {
+            Ok(entries) => entries,
+            Err(e) => return Err(vec![e]),
+        };
+        for (key, node, visibility) in entries {
+            match read_service(&doc, &dir, &key, node, visibility, &env) {
+                Ok(Some(service)) => {
+                    if app.services.iter().any(|s| s.role == service.role) {
+                        errors.push(
+                            doc.error_at(
+                                &key,
+                                format!("service {:?} is listed twice", service.role),
+                            ),
+                        );
+                    } else {
+                        app.services.push(service);
+                    }
+                }
+                Ok(None) => app.skipped.push(key.as_scalar_text().unwrap_or_default()),
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(app)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The service with this role.
+    pub fn service(&self, role: &str) -> Option<&AppService> {
+        self.services.iter().find(|s| s.role == role)
+    }
+
+    /// The routes a bus needs for this application.
+    pub fn routes(&self) -> Routes {
+        let mut routes = Routes::default();
+        for s in &self.services {
+            routes.roles.insert(
+                s.role.clone(),
+                RoleRoutes {
+                    receives: s.config.receives.clone(),
+                    sends: s.config.sends.clone(),
+                    translations: s.translations.clone(),
+                },
+            );
+        }
+        routes
+    }
+
+    /// Things that are allowed but probably wrong: messages sent that no
+    /// service receives, messages received that no service sends,
+    /// translations of names the service does not use, entries skipped.
+    pub fn warnings(&self) -> Vec<String> {
+        let routes = self.routes();
+        let mut out = Vec::new();
+        let publics = |role: &RoleRoutes, names: &[String]| -> Vec<String> {
+            names.iter().map(|n| role.to_public(n).to_owned()).collect()
+        };
+        let mut sent = Vec::new();
+        let mut received = Vec::new();
+        for r in routes.roles.values() {
+            sent.extend(publics(r, &r.sends));
+            received.extend(publics(r, &r.receives));
+        }
+        for (role, r) in &routes.roles {
+            for name in &r.sends {
+                let public = r.to_public(name);
+                if !received.iter().any(|n| n == public) {
+                    out.push(format!(
+                        "{role} sends {public:?}, which no service receives"
+                    ));
+                }
+            }
+            for name in &r.receives {
+                let public = r.to_public(name);
+                if !sent.iter().any(|n| n == public) {
+                    out.push(format!(
+                        "{role} receives {public:?}, which no service sends (only tools like `exo send` can)"
+                    ));
+                }
+            }
+            for t in &r.translations {
+                if !r.sends.contains(&t.internal) && !r.receives.contains(&t.internal) {
+                    out.push(format!(
+                        "{role} translates {:?} to {:?}, but neither sends nor receives {:?}",
+                        t.public, t.internal, t.internal
+                    ));
+                }
+            }
+        }
+        for name in &self.skipped {
+            out.push(format!(
+                "service {name:?} has no `location:`; it is not started here and its messages are unknown"
+            ));
+        }
+        out
+    }
+}
+
+/// One service entry: its key, its value, its group.
+type Entry<'a> = (Node, &'a Node, Option<Visibility>);
+
+/// The service entries, from the flat form or the grouped one.
+fn collect_entries(doc: &Document) -> Result<Vec<Entry<'_>>, ConfigError> {
+    let Some(services) = doc.root.get("services").filter(|n| !n.is_null()) else {
+        return Err(ConfigError::new(
+            &doc.file,
+            "no `services:` (expected a mapping of role: {location: ./dir})",
+        ));
+    };
+    let entries = doc.mapping(services, "services")?;
+    let group = |key: &Node| match key.as_scalar_text().as_deref() {
+        Some("public") => Some(Visibility::Public),
+        Some("private") => Some(Visibility::Private),
+        Some("worker") => Some(Visibility::Worker),
+        _ => None,
+    };
+    // Grouped when every key is a group and no value has `location:` itself.
+    let grouped = entries
+        .iter()
+        .all(|(k, v)| group(k).is_some() && v.get("location").is_none());
+    let mut out = Vec::new();
+    if grouped {
+        for (key, value) in entries {
+            if value.is_null() {
+                continue;
+            }
+            let what = format!("services.{}", key.as_scalar_text().unwrap_or_default());
+            for (k, v) in doc.mapping(value, &what)? {
+                out.push((k.clone(), v, group(key)));
+            }
+        }
+    } else {
+        for (k, v) in entries {
+            out.push((k.clone(), v, None));
+        }
+    }
+    Ok(out)
+}
+
+fn read_service(
+    doc: &Document,
+    app_dir: &Path,
+    key: &Node,
+    node: &Node,
+    visibility: Option<Visibility>,
+    env: &Env,
+) -> Result<Option<AppService>, Vec<ConfigError>> {
+    let role = match &key.value {
+        Value::Str(s) if is_valid_role(s) => s.clone(),
+        _ => {
+            return Err(vec![doc.error_at(
+                key,
+                format!(
+                    "{:?} is not a role name (letters and digits in groups joined by single hyphens)",
+                    key.as_scalar_text().unwrap_or_default()
+                ),
+            )]);
+        }
+    };
+    let what = format!("services.{role}");
+    doc.mapping(node, &what).map_err(|e| vec![e])?;
+    let location = doc
+        .opt_string(node.get("location"), &format!("{what}.location"))
+        .map_err(|e| vec![e])?;
+    let Some(location) = location else {
+        if node
+            .get_any(&["docker-image", "docker_image", "image"])
+            .is_some()
+        {
+            return Ok(None);
+        }
+        return Err(vec![doc.error_at(
+            node,
+            format!(
+                "{what} needs `location:` (the service's directory, relative to application.yml)"
+            ),
+        )]);
+    };
+    let mut errors = Vec::new();
+    let mut translations = Vec::new();
+    for (k, what_k) in [
+        ("message-translation", format!("{what}.message-translation")),
+        (
+            "dependency-data",
+            format!("{what}.dependency-data.exocom.translations"),
+        ),
+    ] {
+        let list = if k == "dependency-data" {
+            node.get(k)
+                .and_then(|d| d.get("exocom"))
+                .and_then(|e| e.get("translations"))
+        } else {
+            node.get(k)
+        };
+        match read_translations(doc, list, &what_k) {
+            Ok(mut t) => translations.append(&mut t),
+            Err(e) => errors.push(e),
+        }
+    }
+    let dir = app_dir.join(&location);
+    let config = service_file::find(&dir)
+        .and_then(|file| service_file::read(&file))
+        .and_then(|parsed| ServiceConfig::from_file(parsed, &dir, env, Some(&role)));
+    match config {
+        Ok((config, mut own)) => {
+            translations.append(&mut own);
+            if errors.is_empty() {
+                Ok(Some(AppService {
+                    role,
+                    location,
+                    dir,
+                    visibility,
+                    translations,
+                    config,
+                }))
+            } else {
+                Err(errors)
+            }
+        }
+        Err(e) => {
+            errors.push(e);
+            Err(errors)
+        }
+    }
+}
