@@ -29,6 +29,9 @@ pub struct BenchArgs {
     pub idle: usize,
     /// The `exocom` binary (default: next to this program).
     pub exocom: Option<PathBuf>,
+    /// Languages whose ping example (`examples/<lang>-ping`, one process)
+    /// is measured too; empty: none.
+    pub langs: Vec<String>,
 }
 
 /// One measured run.
@@ -224,6 +227,53 @@ pub async fn measure(
     }
 }
 
+/// Measures the ping example of each language, one process each, and
+/// prints each one's throughput next to the Rust example's.
+async fn bench_languages(args: &BenchArgs, engine: &Engine, port: u16, window: Duration) {
+    use crate::bench_langs::{PingProcess, examples_dir};
+    let Some(examples) = examples_dir() else {
+        println!("\nlanguages: not measured (no examples directory found)");
+        return;
+    };
+    println!();
+    println!(
+        "request-reply to the ping example of each language (one process each), {:.1} s per level:",
+        args.seconds
+    );
+    println!(
+        "{:>8} {:>11} {:>12} {:>8} {:>12} {:>10} {:>10} {:>12}",
+        "language", "in flight", "completed", "failed", "per second", "p50 µs", "p99 µs", "vs rust"
+    );
+    let mut rust: Vec<(usize, f64)> = Vec::new();
+    for lang in &args.langs {
+        let process = match PingProcess::start(&examples, lang, port).await {
+            Ok(p) => p,
+            Err(e) => {
+                println!("{lang:>8} not measured: {e}");
+                continue;
+            }
+        };
+        for &c in &args.concurrency {
+            let f = measure(engine, c, Duration::from_millis(500), window).await;
+            if lang == "rust" {
+                rust.push((c, f.per_second));
+            }
+            let ratio = rust
+                .iter()
+                .find(|(rc, _)| *rc == c)
+                .filter(|(_, r)| *r > 0.0)
+                .map_or("n/a".to_owned(), |(_, r)| {
+                    format!("{:.0}%", 100.0 * f.per_second / r)
+                });
+            println!(
+                "{:>8} {:>11} {:>12} {:>8} {:>12.0} {:>10.1} {:>10.1} {:>12}",
+                lang, f.concurrency, f.completed, f.failed, f.per_second, f.p50_us, f.p99_us, ratio
+            );
+        }
+        process.stop().await;
+    }
+}
+
 /// Opens `n` connections that register as `idle` and then stay silent.
 async fn open_idle(port: u16, n: usize) -> Result<Vec<impl Sized>, String> {
     let url = format!("ws://127.0.0.1:{port}/services");
@@ -305,6 +355,9 @@ async fn bench_inner(args: &BenchArgs) -> Result<(), String> {
 
     for s in services {
         s.shutdown().await;
+    }
+    if !args.langs.is_empty() {
+        bench_languages(args, &engine, bus.port, window).await;
     }
     engine.drain().await;
 

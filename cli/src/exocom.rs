@@ -120,6 +120,7 @@ pub fn routes_from_env() -> Result<Option<Routes>, String> {
 /// Runs a bus with these routes until SIGINT or SIGTERM; returns the exit
 /// code (0 after a signal, 1 when it cannot listen).
 pub async fn serve(routes: Routes, settings: &Settings) -> i32 {
+    let stop = exoservice::signals::stop_signal();
     let config = BusConfig::new(routes)
         .with_bind(settings.bind)
         .with_log(LogSink::Stdout)
@@ -138,7 +139,7 @@ pub async fn serve(routes: Routes, settings: &Settings) -> i32 {
         let _ = writeln!(out, "ExoCom online at port {}", bus.port());
         let _ = out.flush();
     }
-    exoservice::signals::wait_for_stop().await;
+    stop.await;
     bus.shutdown().await;
     0
 }

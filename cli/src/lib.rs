@@ -1,6 +1,7 @@
 //! The commands behind the `exo` and `exocom` binaries.
 
 pub mod bench;
+pub mod bench_langs;
 pub mod check;
 pub mod exocom;
 pub mod run;

@@ -164,6 +164,11 @@ pub async fn run(args: RunArgs) -> i32 {
         );
     }
 
+    // Listen for Ctrl-C/SIGTERM from here on, so a signal during start-up
+    // still stops the services that already run.
+    let stop = exoservice::signals::stop_signal();
+    tokio::pin!(stop);
+
     // The bus.
     let log_printer = printer.clone();
     let config = BusConfig::new(routes_with_tool(&app))
@@ -209,8 +214,6 @@ pub async fn run(args: RunArgs) -> i32 {
     }
     drop(events_tx);
 
-    let stop = exoservice::signals::wait_for_stop();
-    tokio::pin!(stop);
     let deadline = Instant::now() + args.online_timeout;
     let mut announced = false;
     let mut code = 0;

@@ -1,5 +1,6 @@
 //! Log output: `tracing` events, printed to stderr unless the program set
-//! up its own subscriber. `RUST_LOG` filters (default `info`).
+//! up its own subscriber. `RUST_LOG` filters (default `info`). Colours are
+//! used only when stderr is a terminal.
 
 /// Installs the default subscriber (stderr, `RUST_LOG` filter, default
 /// `info`) unless one is installed already. Safe to call more than once.
@@ -9,6 +10,8 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, not in captured or piped logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

@@ -131,10 +131,13 @@ impl Service {
     /// drain deadline, sends what waits) and returns.
     pub async fn run(self) -> Result<()> {
         crate::logging::init();
+        // Listen before connecting, so that a signal right after
+        // `online at port N` still drains instead of killing the process.
+        let stop = crate::signals::stop_signal();
         let running = self.start().await?;
         let stopper = running.stopper();
         tokio::select! {
-            _ = crate::signals::wait_for_stop() => {
+            _ = stop => {
                 tracing::info!("stopping: finishing running handlers");
                 stopper.stop();
             }

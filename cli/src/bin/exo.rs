@@ -95,6 +95,10 @@ enum Command {
         /// The exocom binary [default: next to exo].
         #[arg(long)]
         exocom: Option<PathBuf>,
+        /// Languages whose ping example (examples/LANG-ping, one process)
+        /// is measured too, comma-separated; `none` for none.
+        #[arg(long, value_delimiter = ',', default_value = "rust,python,node,c")]
+        langs: Vec<String>,
     },
 }
 
@@ -202,13 +206,16 @@ async fn main() -> ExitCode {
             concurrency,
             idle,
             exocom,
+            langs,
         } => {
+            let langs = langs.into_iter().filter(|l| l != "none").collect();
             bench::bench(bench::BenchArgs {
                 services,
                 seconds,
                 concurrency,
                 idle,
                 exocom,
+                langs,
             })
             .await
         }
