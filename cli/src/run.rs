@@ -51,6 +51,9 @@ pub struct RunArgs {
     pub stop_timeout: Duration,
     /// Do not log a line per routed message.
     pub quiet_routes: bool,
+    /// Start a service again when it exits after it was online (after a
+    /// pause that doubles from 1 s up to 30 s while it keeps failing fast).
+    pub restart: bool,
 }
 
 impl RunArgs {
@@ -64,6 +67,7 @@ impl RunArgs {
             online_timeout: Duration::from_secs(120),
             stop_timeout: Duration::from_secs(15),
             quiet_routes: false,
+            restart: false,
         }
     }
 }
@@ -109,12 +113,22 @@ impl Printer {
 
 /// An event from a running service.
 enum Event {
-    Online(usize),
-    Exited(usize, String),
+    /// Service `index`, start number `generation`, printed its online text.
+    Online(usize, u32),
+    /// Service `index`, start number `generation`, ended.
+    Exited(usize, u32, String),
+    /// Time to start service `index` again.
+    Restart(usize),
 }
 
 struct Running {
     role: String,
+    /// How many times it has been started (1 for the first).
+    generation: u32,
+    /// When the current process started.
+    started: Instant,
+    /// The pause before the next restart.
+    backoff: Duration,
     pgid: Option<i32>,
     /// `Some(status)` once the process has ended.
     status: tokio::sync::watch::Receiver<Option<String>>,
@@ -202,7 +216,7 @@ pub async fn run(args: RunArgs) -> i32 {
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     let mut running: Vec<Running> = Vec::new();
     for (index, s) in app.services.iter().enumerate() {
-        match start_service(&printer, s, port, index, events_tx.clone()) {
+        match start_service(&printer, s, port, index, 1, events_tx.clone()) {
             Ok(r) => running.push(r),
             Err(e) => {
                 eprintln!("exo run: cannot start {}: {e}", s.role);
@@ -212,7 +226,6 @@ pub async fn run(args: RunArgs) -> i32 {
             }
         }
     }
-    drop(events_tx);
 
     let deadline = Instant::now() + args.online_timeout;
     let mut announced = false;
@@ -251,21 +264,56 @@ pub async fn run(args: RunArgs) -> i32 {
                 break;
             }
             event = events.recv() => match event {
-                Some(Event::Online(i)) => running[i].online = true,
-                Some(Event::Exited(i, status)) => {
+                Some(Event::Online(i, g)) if g == running[i].generation => {
+                    running[i].online = true;
+                }
+                Some(Event::Exited(i, g, status)) if g == running[i].generation => {
                     let r = &mut running[i];
                     r.exited = true;
-                    if !r.online {
+                    if !r.online && !announced {
                         eprintln!("exo run: {} exited ({status}) before it was online", r.role);
                         code = 1;
                         break;
                     }
-                    printer.line(TOOL_ROLE, &format!("{} exited ({status})", r.role));
+                    if args.restart {
+                        // Quick deaths back off; a service that ran a while starts over at 1 s.
+                        if r.started.elapsed() > Duration::from_secs(60) {
+                            r.backoff = Duration::from_secs(1);
+                        }
+                        let pause = r.backoff;
+                        r.backoff = (r.backoff * 2).min(Duration::from_secs(30));
+                        printer.line(
+                            TOOL_ROLE,
+                            &format!("{} exited ({status}); starting it again in {pause:?}", r.role),
+                        );
+                        let tx = events_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(pause).await;
+                            let _ = tx.send(Event::Restart(i));
+                        });
+                    } else {
+                        printer.line(TOOL_ROLE, &format!("{} exited ({status})", r.role));
+                    }
                 }
-                None => {}
+                Some(Event::Restart(i)) => {
+                    let s = &app.services[i];
+                    let generation = running[i].generation + 1;
+                    match start_service(&printer, s, port, i, generation, events_tx.clone()) {
+                        Ok(mut r) => {
+                            r.backoff = running[i].backoff;
+                            running[i] = r;
+                        }
+                        Err(e) => {
+                            eprintln!("exo run: cannot start {} again: {e}", s.role);
+                            code = 1;
+                            break;
+                        }
+                    }
+                }
+                _ => {}
             }
         }
-        if running.iter().all(|r| r.exited) {
+        if !args.restart && running.iter().all(|r| r.exited) {
             printer.line(TOOL_ROLE, "every service has exited");
             code = 1;
             break;
@@ -284,6 +332,7 @@ fn start_service(
     s: &AppService,
     port: u16,
     index: usize,
+    generation: u32,
     events: mpsc::UnboundedSender<Event>,
 ) -> std::io::Result<Running> {
     let startup = s.config.startup.clone().expect("checked before");
@@ -291,7 +340,6 @@ fn start_service(
         .online_text
         .clone()
         .unwrap_or_else(|| DEFAULT_ONLINE_TEXT.to_owned());
-    printer.line(&s.role, &format!("starting: {}", startup.command));
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(&startup.command)
@@ -306,6 +354,14 @@ fn start_service(
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
     let pgid = child.id().map(|id| id as i32);
+    printer.line(
+        &s.role,
+        &format!(
+            "started (pid {}): {}",
+            pgid.map_or("?".to_owned(), |p| p.to_string()),
+            startup.command
+        ),
+    );
     let streams: [Option<Box<dyn AsyncRead + Unpin + Send>>; 2] = [
         child.stdout.take().map(|s| Box::new(s) as _),
         child.stderr.take().map(|s| Box::new(s) as _),
@@ -324,7 +380,7 @@ fn start_service(
                 if line.contains(&online_text)
                     && !seen.swap(true, std::sync::atomic::Ordering::SeqCst)
                 {
-                    let _ = events.send(Event::Online(index));
+                    let _ = events.send(Event::Online(index, generation));
                 }
             }
         });
@@ -335,11 +391,14 @@ fn start_service(
             Ok(st) => st.to_string(),
             Err(e) => format!("cannot wait for it: {e}"),
         };
-        let _ = events.send(Event::Exited(index, text.clone()));
+        let _ = events.send(Event::Exited(index, generation, text.clone()));
         let _ = status_tx.send(Some(text));
     });
     Ok(Running {
         role: s.role.clone(),
+        generation,
+        started: Instant::now(),
+        backoff: Duration::from_secs(1),
         pgid,
         status,
         online: false,

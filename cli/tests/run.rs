@@ -114,7 +114,7 @@ fn a_service_that_dies_before_it_is_online_fails_the_run() {
     );
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
     let out = p.output();
-    assert!(out.contains("ping | starting"), "{out}");
+    assert!(out.contains("ping | started (pid "), "{out}");
     assert!(
         out.contains("exo run: ping exited (exit status: 3) before it was online"),
         "{out}"
@@ -203,4 +203,50 @@ fn check_reports_every_error_and_exits_1() {
         "{err}"
     );
     assert!(err.contains("2 errors found"), "{err}");
+}
+
+#[test]
+fn restart_starts_a_killed_service_again() {
+    let d = dir_with(&[("application.yml", APP), ("ping/service.yml", PING)]);
+    let mut p = Proc::spawn(
+        Command::new(exo())
+            .arg("run")
+            .arg(d.path())
+            .args(["--port", "0", "--stop-timeout", "5", "--restart"])
+            .env("EXO_TEST_PING", rust_ping())
+            .env_remove("EXOCOM_PORT"),
+    );
+    let port = port_in(&p.wait_for("ExoCom online at port", Duration::from_secs(20)));
+    p.wait_for("application ping-test is online", Duration::from_secs(30));
+    let started = p.wait_for("ping | started (pid ", Duration::from_secs(1));
+    let pid: u32 = started
+        .split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {started:?}"));
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    p.wait_for("starting it again in 1s", Duration::from_secs(10));
+    // The new process registers again and answers.
+    let mut answered = false;
+    for _ in 0..40 {
+        let (code, out, _) = exo_send(port, &["ping", "{\"again\":true}", "--await"]);
+        if code == 0 && out.contains("again") {
+            answered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(answered, "{}", p.output());
+    p.signal("TERM");
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        p.output()
+    );
 }

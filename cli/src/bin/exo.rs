@@ -43,6 +43,9 @@ enum Command {
         /// Do not log a line per routed message.
         #[arg(long)]
         quiet_routes: bool,
+        /// Start a service again when it exits after it was online.
+        #[arg(long)]
+        restart: bool,
     },
     /// Check an application's or a service's config and print a summary.
     Check {
@@ -138,6 +141,7 @@ async fn main() -> ExitCode {
             online_timeout,
             stop_timeout,
             quiet_routes,
+            restart,
         } => {
             let port = match port_or_env(port) {
                 Ok(p) => p,
@@ -161,6 +165,7 @@ async fn main() -> ExitCode {
             args.online_timeout = online_timeout;
             args.stop_timeout = stop_timeout;
             args.quiet_routes = quiet_routes;
+            args.restart = restart;
             run::run(args).await
         }
         Command::Check { path, routes } => check::check(&check::CheckArgs { path, routes }),
