@@ -38,7 +38,7 @@ pub mod signals;
 pub mod testing;
 
 pub use config::ServiceConfig;
-pub use dispatch::{Client, Ctx, Delivery, Engine, PendingRequest};
+pub use dispatch::{ActivityWatch, Client, Ctx, Delivery, Engine, PendingRequest};
 pub use error::{ExoError, Result};
 pub use message::Message;
 pub use service::{HandlerError, RunningService, Service, Stopper};

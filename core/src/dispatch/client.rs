@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ServiceConfig;
 use crate::error::{ExoError, Result};
@@ -20,6 +20,9 @@ pub(crate) struct Shared {
     pub(crate) outbox: Arc<Outbox>,
     /// Requests waiting for the first message of their activity.
     pub(crate) waiters: Mutex<HashMap<String, oneshot::Sender<Message>>>,
+    /// Activities watched by [`Client::send_watched`]: every message of
+    /// the activity goes to the watcher (after a waiting request).
+    pub(crate) watchers: Mutex<HashMap<String, mpsc::Sender<Message>>>,
     pub(crate) runtime: tokio::runtime::Handle,
 }
 
@@ -29,6 +32,38 @@ impl Shared {
     ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Message>>> {
         // Each operation on the map is a single insert/remove: usable after a panic.
         self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands `msg` to the watcher of its activity, if there is one. Returns
+    /// the message back when no watcher takes it. A watcher whose queue is
+    /// full loses the message (logged): it is not dispatched to a handler.
+    pub(crate) fn offer_to_watcher(&self, msg: Message) -> Option<Message> {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        if watchers.is_empty() {
+            return Some(msg);
+        }
+        let Some(activity) = msg.activity_id.clone() else {
+            return Some(msg);
+        };
+        let Some(tx) = watchers.get(&activity) else {
+            return Some(msg);
+        };
+        match tx.try_send(msg) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                tracing::warn!(
+                    "the reply handler of activity {} is {} messages behind; dropped '{}'",
+                    msg.activity(),
+                    tx.max_capacity(),
+                    msg.name
+                );
+                None
+            }
+            Err(mpsc::error::TrySendError::Closed(msg)) => {
+                watchers.remove(&activity);
+                Some(msg)
+            }
+        }
     }
 
     /// Serializes and queues a message, with no check of its name.
@@ -160,6 +195,74 @@ impl Client {
         // On error, dropping `pending` removes the waiter again.
         self.shared.push(msg)?;
         Ok(pending)
+    }
+
+    /// Sends a message (a new activity) and watches its activity: every
+    /// message that arrives in it goes to the returned [`ActivityWatch`]
+    /// (at most `capacity` wait there; more are dropped with a warning)
+    /// instead of the name handlers, until the watch is dropped. A request
+    /// waiting on the same activity takes the first one.
+    pub fn send_watched(
+        &self,
+        name: &str,
+        payload: Option<Box<RawValue>>,
+        auth: Option<Box<RawValue>>,
+        capacity: usize,
+    ) -> Result<ActivityWatch> {
+        self.shared.check_declared(name)?;
+        let msg = Message {
+            payload,
+            auth,
+            ..Message::new(name)
+        };
+        let activity = msg.activity().to_owned();
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.shared
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(activity.clone(), tx);
+        let watch = ActivityWatch {
+            rx,
+            activity,
+            shared: self.shared.clone(),
+        };
+        // On error, dropping `watch` removes the watcher again.
+        self.shared.push(msg)?;
+        Ok(watch)
+    }
+}
+
+/// The messages of one activity, as they arrive, for a reply handler that
+/// takes every answer to a message (not only the first, as
+/// [`PendingRequest`] does). Made by [`Client::send_watched`]; dropping it
+/// stops the watch.
+pub struct ActivityWatch {
+    rx: mpsc::Receiver<Message>,
+    activity: String,
+    shared: Arc<Shared>,
+}
+
+impl ActivityWatch {
+    /// The watched activity id.
+    pub fn activity_id(&self) -> &str {
+        &self.activity
+    }
+
+    /// The next message of the activity. Never `None` while the watch
+    /// lives (bound it with a timeout).
+    pub async fn next(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for ActivityWatch {
+    fn drop(&mut self) {
+        self.shared
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.activity);
     }
 }
 
@@ -295,5 +398,16 @@ impl Ctx {
     ) -> Result<PendingRequest> {
         self.client
             .start_request(name, payload, self.msg.auth.clone(), timeout)
+    }
+
+    /// Like [`Client::send_watched`], carrying this handler's `auth`.
+    pub fn send_watched(
+        &self,
+        name: &str,
+        payload: Option<Box<RawValue>>,
+        capacity: usize,
+    ) -> Result<ActivityWatch> {
+        self.client
+            .send_watched(name, payload, self.msg.auth.clone(), capacity)
     }
 }

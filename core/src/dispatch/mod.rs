@@ -9,7 +9,8 @@
 //! deliveries are out at once; a delivery counts until it is dropped.
 //!
 //! Settled without any host code: answers to requests (the first message
-//! of a request's activity goes to its waiter, not to a handler), the bus's
+//! of a request's activity goes to its waiter, not to a handler; the
+//! messages of a watched activity go to its [`ActivityWatch`]), the bus's
 //! `__status` probe (answered with `__status-ok`), messages with no handler
 //! (logged and dropped).
 
@@ -23,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use client::Shared;
-pub use client::{Client, Ctx, PendingRequest};
+pub use client::{ActivityWatch, Client, Ctx, PendingRequest};
 
 use crate::config::ServiceConfig;
 use crate::error::{ExoError, Result};
@@ -101,6 +102,7 @@ impl Inbound for Incoming {
             Some(waiter) => waiter.send(msg).err()?,
             None => msg,
         };
+        let msg = self.shared.offer_to_watcher(msg)?;
         let handled = self
             .handled
             .read()
@@ -165,6 +167,7 @@ impl Engine {
             config: Arc::new(config),
             outbox,
             waiters: Mutex::default(),
+            watchers: Mutex::default(),
             runtime,
         });
         let (queue_tx, queue_rx) = mpsc::channel((concurrency * 4).max(1024));
@@ -318,7 +321,8 @@ impl Engine {
             return Next::Stopped;
         }
         let runtime = self.client.shared.runtime.clone();
-        match runtime.block_on(tokio::time::timeout(timeout, self.next())) {
+        // The timer must be created inside the runtime's context.
+        match runtime.block_on(async { tokio::time::timeout(timeout, self.next()).await }) {
             Ok(Some(d)) => Next::Delivery(d),
             Ok(None) => Next::Stopped,
             Err(_) => Next::Timeout,

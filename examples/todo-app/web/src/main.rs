@@ -56,7 +56,10 @@ fn expect(reply: Message, expected: &str, status: StatusCode) -> Answer {
     if reply.name == expected {
         Answer(StatusCode::OK, reply.payload_value())
     } else {
-        Answer(status, json!({ "error": reply.name, "details": reply.payload_value() }))
+        Answer(
+            status,
+            json!({ "error": reply.name, "details": reply.payload_value() }),
+        )
     }
 }
 
@@ -103,18 +106,22 @@ async fn add(
     match ask(&client, "todo.add", json!({ "owner": user, "text": text })).await {
         Ok(reply) => {
             let Answer(status, body) = expect(reply, "todo.added", StatusCode::BAD_GATEWAY);
-            let status = if status == StatusCode::OK { StatusCode::CREATED } else { status };
+            let status = if status == StatusCode::OK {
+                StatusCode::CREATED
+            } else {
+                status
+            };
             Answer(status, body)
         }
         Err(a) => a,
     }
 }
 
-async fn remove(
-    State(client): State<Client>,
-    Path((user, id)): Path<(String, String)>,
-) -> Answer {
-    let id: Value = id.parse::<u64>().map(Value::from).unwrap_or(Value::String(id));
+async fn remove(State(client): State<Client>, Path((user, id)): Path<(String, String)>) -> Answer {
+    let id: Value = id
+        .parse::<u64>()
+        .map(Value::from)
+        .unwrap_or(Value::String(id));
     match ask(&client, "todo.delete", json!({ "owner": user, "id": id })).await {
         Ok(reply) => expect(reply, "todo.deleted", StatusCode::NOT_FOUND),
         Err(a) => a,
