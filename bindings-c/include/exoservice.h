@@ -9,14 +9,12 @@
  *
  *     static void on_ping(exo_ctx *ctx, const char *payload_json, void *user) {
  *         if (exo_reply(ctx, "pong", payload_json) != EXO_OK)
- *             fprintf(stderr, "reply failed: %s
-", exo_last_error());
+ *             fprintf(stderr, "reply failed: %s\n", exo_last_error());
  *     }
  *
  *     int main(void) {
  *         exo_service *svc = exo_service_new(NULL);   // ./service.yml + env
- *         if (!svc) { fprintf(stderr, "%s
-", exo_last_error()); return 1; }
+ *         if (!svc) { fprintf(stderr, "%s\n", exo_last_error()); return 1; }
  *         exo_service_on(svc, "ping", on_ping, NULL);
  *         int rc = exo_service_run(svc);              // until SIGINT/SIGTERM
  *         exo_service_free(svc);

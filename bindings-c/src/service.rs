@@ -243,16 +243,7 @@ impl Service {
         if self.stop.is_requested() {
             self.engine.stop();
         }
-        // Like Engine::next_blocking, with the timer made inside the
-        // runtime (a tokio timer cannot be created on a thread outside it).
-        let next = self
-            .runtime
-            .block_on(async { tokio::time::timeout(wait, self.engine.next()).await });
-        match next {
-            Ok(Some(delivery)) => Next::Delivery(delivery),
-            Ok(None) => Next::Stopped,
-            Err(_) => Next::Timeout,
-        }
+        self.engine.next_blocking(wait)
     }
 
     /// Stops, lets detached work finish, sends what waits and leaves the

@@ -190,7 +190,8 @@ pub async fn run(args: RunArgs) -> i32 {
         .with_log(LogSink::Callback(Arc::new(move |line: &str| {
             log_printer.line("exocom", line)
         })))
-        .with_route_logging(!args.quiet_routes);
+        .with_route_logging(!args.quiet_routes)
+        .with_optional_roles([TOOL_ROLE]);
     let bus = match Bus::start(config).await {
         Ok(bus) => bus,
         Err(e) => {

@@ -1,13 +1,15 @@
 //! The `exocom` binary as a process: its settings, `--app`, a taken port.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use exo_harness::*;
+
+fn exocom() -> std::path::PathBuf {
+    bin("exocom")
+}
 
 fn get_config_json(port: u16) -> serde_json::Value {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -1,12 +1,19 @@
 //! `exo run` and `exo check` as a user runs them: real processes, a real
 //! bus on a free port, the Rust ping example as the service.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use exo_harness::process::exo_send;
+use exo_harness::*;
+
+fn exo() -> std::path::PathBuf {
+    bin("exo")
+}
+
+fn rust_ping() -> std::path::PathBuf {
+    bin("rust-ping")
+}
 
 const APP: &str = "name: ping-test\nservices:\n  ping:\n    location: ./ping\n";
 const PING: &str = "type: ping\nstartup:\n  command: exec \"$EXO_TEST_PING\"\n  online-text: online at port\nmessages:\n  receives: [ping]\n  sends: [pong]\n";

@@ -688,3 +688,41 @@ async fn route_lines_can_be_turned_off() {
     assert!(!lines.iter().any(|l| l.contains("--[")), "{lines:?}");
     bus.shutdown().await;
 }
+
+#[tokio::test]
+async fn optional_roles_are_neither_held_for_nor_warned_about() {
+    let routes = r#"{"tester":{"sends":["ping"]},"ping":{"receives":["ping"]},"tool":{"receives":["ping"]}}"#;
+    let bus = start(
+        BusConfig::new(Routes::from_json(routes).unwrap())
+            .with_startup_grace(Duration::from_secs(5))
+            .with_optional_roles(["tool"]),
+    )
+    .await;
+    let logs = collect_logs(&bus);
+    let port = bus.port();
+    let mut tester = Client::register(port, "tester").await;
+    let mut ping = Client::register(port, "ping").await;
+    wait_clients(&bus, &[("ping", 1), ("tester", 1)]).await;
+    tester.send("ping", "o1", json!(1)).await;
+    assert_eq!(ping.recv().await["activityId"], "o1");
+    // The tool connects later, within the grace period: nothing was held for it.
+    let mut tool = Client::register(port, "tool").await;
+    wait_clients(&bus, &[("ping", 1), ("tester", 1), ("tool", 1)]).await;
+    tool.expect_nothing().await;
+    // Once connected it gets its copies like any role.
+    tester.send("ping", "o2", json!(2)).await;
+    assert_eq!(tool.recv().await["activityId"], "o2");
+    assert_eq!(ping.recv().await["activityId"], "o2");
+    let logs = logs.lock().unwrap().clone();
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.contains("'tool'") && l.contains("No instance")),
+        "{logs:#?}"
+    );
+    assert!(
+        logs.iter().any(|l| l == "tester  --[ ping ]->  tool"),
+        "{logs:#?}"
+    );
+    bus.shutdown().await;
+}

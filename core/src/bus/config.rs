@@ -43,6 +43,10 @@ pub struct BusConfig {
     pub queue_capacity: usize,
     /// The largest WebSocket message the bus reads. Default 16 MiB.
     pub max_message_size: usize,
+    /// Roles of tools that come and go (like `exo send`'s `exo`): while
+    /// none of their instances is connected, copies for them are skipped
+    /// quietly, neither held during the startup grace nor warned about.
+    pub optional_roles: Vec<String>,
 }
 
 impl BusConfig {
@@ -60,7 +64,17 @@ impl BusConfig {
             security_held_cap: 10_000,
             queue_capacity: 8_192,
             max_message_size: 16 << 20,
+            optional_roles: Vec::new(),
         }
+    }
+
+    /// Marks roles as optional (see [`BusConfig::optional_roles`]).
+    pub fn with_optional_roles<S: Into<String>>(
+        mut self,
+        roles: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.optional_roles = roles.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Listens on this address.

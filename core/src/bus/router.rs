@@ -25,6 +25,9 @@ struct HeldCopy {
 /// The instances of one role, and copies held for it.
 struct RoleState {
     name: Arc<str>,
+    /// A tool role (see [`BusConfig::optional_roles`]): copies for it are
+    /// neither held nor warned about while it has no instance.
+    optional: bool,
     instances: Vec<ConnId>,
     held: VecDeque<HeldCopy>,
     held_dropped: u64,
@@ -34,6 +37,7 @@ impl RoleState {
     fn new(name: Arc<str>) -> RoleState {
         RoleState {
             name,
+            optional: false,
             instances: Vec::new(),
             held: VecDeque::new(),
             held_dropped: 0,
@@ -107,7 +111,11 @@ impl Router {
     pub(super) fn new(table: &Table, config: &BusConfig) -> Router {
         let roles = (0..table.len() as RoleId)
             .filter_map(|id| table.role(id))
-            .map(|r| RoleState::new(r.name.clone()))
+            .map(|r| {
+                let mut state = RoleState::new(r.name.clone());
+                state.optional = config.optional_roles.iter().any(|o| **o == *r.name);
+                state
+            })
             .collect();
         Router {
             conns: IdMap::default(),
@@ -252,6 +260,9 @@ impl Router {
                 continue;
             };
             if state.instances.is_empty() {
+                if state.optional {
+                    continue;
+                }
                 out.push(if *grace_open {
                     Plan::Hold(i)
                 } else {

@@ -7,6 +7,7 @@
  *
  * Counts live in memory: they cover what happened since the service started.
  */
+#define _POSIX_C_SOURCE 200809L /* strdup */
 #include <exoservice.h>
 #include <stdio.h>
 #include <stdlib.h>

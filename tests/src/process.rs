@@ -1,33 +1,10 @@
-//! Helpers for tests that run the project's binaries as processes.
-
-#![allow(dead_code)]
+//! Child processes whose output the test reads line by line.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// A binary of this package.
-pub fn exo() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_exo"))
-}
-
-/// The bus binary.
-pub fn exocom() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_exocom"))
-}
-
-/// The Rust ping example, built by `cargo build --workspace`.
-pub fn rust_ping() -> PathBuf {
-    let path = exo().parent().unwrap().join("rust-ping");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --workspace` before the tests",
-        path.display()
-    );
-    path
-}
 
 /// A child process whose output lines (stdout and stderr) are collected.
 pub struct Proc {
@@ -89,6 +66,27 @@ impl Proc {
         }
     }
 
+    /// Waits for a line containing `text` among the lines not read yet
+    /// (unlike [`Proc::wait_for`], which also looks at earlier lines).
+    pub fn wait_for_next(&mut self, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no new line containing {text:?} within {timeout:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
     /// Collects what is left of the output for a moment.
     pub fn drain_for(&mut self, d: Duration) {
         let deadline = Instant::now() + d;
@@ -143,6 +141,23 @@ impl Drop for Proc {
     }
 }
 
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The pid in a line of `exo run` like `todo | started (pid 123): ...`.
+pub fn pid_in(line: &str) -> u32 {
+    line.split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
 /// The port in a line ending with `port N`.
 pub fn port_in(line: &str) -> u16 {
     line.rsplit(' ')
@@ -164,7 +179,7 @@ pub fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
 
 /// Runs `exo send` against a port and returns (exit code, stdout, stderr).
 pub fn exo_send(port: u16, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(exo())
+    let out = Command::new(crate::bin("exo"))
         .arg("send")
         .args(args)
         .arg("--port")
@@ -179,9 +194,4 @@ pub fn exo_send(port: u16, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Whether a path exists (for readable asserts).
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }

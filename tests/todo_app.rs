@@ -1,0 +1,184 @@
+//! The todo app of the tutorial, as a user runs it: `exo run
+//! examples/todo-app` (web in Rust, todo in Python, users in Node, stats in
+//! C) on the embedded bus, driven through its HTTP front.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use exo_harness::*;
+use serde_json::json;
+
+struct App {
+    proc: Proc,
+    bus: u16,
+    web: u16,
+    _data: tempfile::TempDir,
+}
+
+fn start() -> App {
+    ensure_setup();
+    let data = tempfile::tempdir().unwrap();
+    let web = free_port();
+    let mut proc = Proc::spawn(
+        Command::new(bin("exo"))
+            .arg("run")
+            .arg(repo_root().join("examples/todo-app"))
+            .args(["--port", "0", "--restart", "--stop-timeout", "10"])
+            .env("EXO_BIN_DIR", exo_harness::paths::bin_dir())
+            .env("WEB_PORT", web.to_string())
+            .env("TODO_DB", data.path().join("todos.sqlite3"))
+            .env_remove("EXOCOM_PORT")
+            .env_remove("ROLE"),
+    );
+    let bus = port_in(&proc.wait_for("ExoCom online at port", Duration::from_secs(30)));
+    proc.wait_for("application todo-app is online", Duration::from_secs(120));
+    App {
+        proc,
+        bus,
+        web,
+        _data: data,
+    }
+}
+
+fn call(app: &App, method: &str, path: &str, body: Option<serde_json::Value>) -> Response {
+    let body = body.map(|b| b.to_string());
+    request(app.web, method, path, body.as_deref())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+#[test]
+fn the_scripted_run_works_and_a_restarted_todo_service_keeps_the_lists() {
+    let mut app = start();
+
+    // The page.
+    let page = call(&app, "GET", "/", None);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<title>todos</title>"), "{}", page.body);
+
+    // Add for two people (users are created on first use, through Node).
+    let added = call(
+        &app,
+        "POST",
+        "/todos/alice",
+        Some(json!({"text": "buy milk"})),
+    );
+    assert_eq!(added.status, 201, "{}", added.body);
+    let milk = added.json();
+    assert_eq!(milk["owner"], "alice");
+    assert_eq!(milk["text"], "buy milk");
+    let milk_id = milk["id"].as_u64().expect("a numeric id");
+    let added = call(
+        &app,
+        "POST",
+        "/todos/bob",
+        Some(json!({"text": "fix the bike — ünïcode"})),
+    );
+    assert_eq!(added.status, 201, "{}", added.body);
+    let added = call(
+        &app,
+        "POST",
+        "/todos/alice",
+        Some(json!({"text": "water plants"})),
+    );
+    assert_eq!(added.status, 201, "{}", added.body);
+
+    // List.
+    let list = call(&app, "GET", "/todos/alice", None);
+    assert_eq!(list.status, 200);
+    let texts: Vec<String> = list.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["buy milk", "water plants"]);
+    assert_eq!(
+        call(&app, "GET", "/todos/bob", None).json()["items"][0]["text"],
+        "fix the bike — ünïcode"
+    );
+
+    // Stats (C) counted the todo.added broadcasts.
+    let stats = call(&app, "GET", "/stats", None);
+    assert_eq!(stats.status, 200);
+    assert_eq!(stats.json()["counts"], json!({"alice": 2, "bob": 1}));
+
+    // Delete, and delete what is gone.
+    let deleted = call(&app, "DELETE", &format!("/todos/alice/{milk_id}"), None);
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let again = call(&app, "DELETE", &format!("/todos/alice/{milk_id}"), None);
+    assert_eq!(again.status, 404, "{}", again.body);
+    assert_eq!(
+        call(&app, "GET", "/stats", None).json()["counts"]["alice"],
+        1
+    );
+
+    // A bad request is the front's 400, not a hang.
+    assert_eq!(
+        call(&app, "POST", "/todos/alice", Some(json!({"nope": 1}))).status,
+        400
+    );
+
+    // The bus log shows the traffic, with the users translation.
+    app.proc.wait_for(
+        "web  --[ users.get ]-[ find user ]->  users",
+        Duration::from_secs(5),
+    );
+    app.proc
+        .wait_for("todo  --[ todo.added ]->  stats", Duration::from_secs(5));
+
+    // /config.json lists the four roles, each connected once.
+    let config = request(app.bus, "GET", "/config.json", None)
+        .unwrap()
+        .json();
+    for role in ["web", "todo", "users", "stats"] {
+        assert!(config["routes"].get(role).is_some(), "{config}");
+        let clients = config["clients"].as_array().unwrap();
+        assert!(
+            clients
+                .iter()
+                .any(|c| c["role"] == role && c["instances"] == 1),
+            "{role} not connected: {config}"
+        );
+    }
+
+    // Kill the todo service; `exo run --restart` starts it again, and the
+    // list is still there (SQLite).
+    let pid = pid_in(
+        &app.proc
+            .wait_for("todo | started (pid ", Duration::from_secs(1)),
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    app.proc
+        .wait_for_next("todo exited", Duration::from_secs(10));
+    app.proc
+        .wait_for_next("todo | online at port", Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let items = loop {
+        let list = call(&app, "GET", "/todos/alice", None);
+        if list.status == 200 {
+            break list.json()["items"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no listing after the restart: {}",
+            list.body
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(items.as_array().unwrap().len(), 1, "{items}");
+    assert_eq!(items[0]["text"], "water plants");
+
+    app.proc.signal("TERM");
+    assert_eq!(
+        app.proc.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        app.proc.output()
+    );
+}
