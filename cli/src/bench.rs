@@ -227,6 +227,41 @@ pub async fn measure(
     }
 }
 
+/// How many instances of `role` the bus on `port` counts (its `/config.json`).
+pub async fn instances(port: u16, role: &str) -> Result<u64, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /config.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    Ok(json["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["role"] == role)
+        .filter_map(|c| c["instances"].as_u64())
+        .sum())
+}
+
+/// Waits (at most `limit`) until the bus counts no instance of `role`.
+async fn wait_for_no_instances(port: u16, role: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if instances(port, role).await == Ok(0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Measures the ping example of each language, one process each, and
 /// prints each one's throughput next to the Rust example's.
 async fn bench_languages(args: &BenchArgs, engine: &Engine, port: u16, window: Duration) {
@@ -271,6 +306,7 @@ async fn bench_languages(args: &BenchArgs, engine: &Engine, port: u16, window: D
             );
         }
         process.stop().await;
+        wait_for_no_instances(port, "ping", Duration::from_secs(5)).await;
     }
 }
 
@@ -356,6 +392,9 @@ async fn bench_inner(args: &BenchArgs) -> Result<(), String> {
     for s in services {
         s.shutdown().await;
     }
+    // Copies must not go to a leaving instance: wait until the bus has
+    // seen the in-process services go.
+    wait_for_no_instances(bus.port, "ping", Duration::from_secs(5)).await;
     if !args.langs.is_empty() {
         bench_languages(args, &engine, bus.port, window).await;
     }
