@@ -302,6 +302,21 @@ pub(crate) unsafe fn finish_request(
     reply_name: *mut *mut c_char,
     reply_payload: *mut *mut c_char,
 ) -> Result<(), Failure> {
+    // SAFETY: per the contract.
+    unsafe { finish_request_with_auth(pending, reply_name, reply_payload, ptr::null_mut()) }
+}
+
+/// [`finish_request`], also handing out the answer's `auth` as JSON text
+/// (NULL when it has none) through `reply_auth`.
+///
+/// # Safety
+/// As for [`clear_out`]; `reply_auth` too is NULL or writable.
+pub(crate) unsafe fn finish_request_with_auth(
+    pending: PendingRequest,
+    reply_name: *mut *mut c_char,
+    reply_payload: *mut *mut c_char,
+    reply_auth: *mut *mut c_char,
+) -> Result<(), Failure> {
     let reply = pending.wait_blocking()?;
     // SAFETY: per the contract.
     unsafe {
@@ -310,6 +325,12 @@ pub(crate) unsafe fn finish_request(
         }
         if !reply_payload.is_null() {
             *reply_payload = give(reply.payload_json());
+        }
+        if !reply_auth.is_null() {
+            *reply_auth = reply
+                .auth
+                .as_deref()
+                .map_or(ptr::null_mut(), |a| give(a.get()));
         }
     }
     Ok(())

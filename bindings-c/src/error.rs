@@ -147,16 +147,7 @@ pub extern "C" fn exo_status_name(status: i32) -> *const c_char {
     name.as_ptr()
 }
 
-/// The text of a panic payload.
-fn panic_text(panic: &(dyn Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_owned()
-    }
-}
+use exoservice::error::panic_text;
 
 fn internal_error(panic: &(dyn Any + Send)) -> Failure {
     Failure::internal(format!(

@@ -10,7 +10,7 @@ use exoservice::config::{Env, ServiceConfig, env};
 use exoservice::dispatch::{Delivery, Next};
 use exoservice::{Client, Engine};
 
-use crate::ctx::{CtxHandle, clear_out, finish_request, timeout_of};
+use crate::ctx::{CtxHandle, clear_out, finish_request, finish_request_with_auth, timeout_of};
 use crate::error::{Failure, exo_status, pointer_of, status_of, value_of};
 use crate::options::Options;
 use crate::stop::{StopSignal, on_signals};
@@ -715,5 +715,51 @@ pub unsafe extern "C" fn exo_request(
         let pending = s.client().start_request(name, payload, None, timeout)?;
         // SAFETY: per the contract.
         unsafe { finish_request(pending, reply_name, reply_payload) }
+    })
+}
+
+/// Like `exo_request`, with `auth` (opaque credentials, JSON text, or NULL
+/// for none) on the request; the answer's auth (the same, when the
+/// receiver replied) comes back in `*reply_auth` as JSON text, or NULL
+/// when the answer has none. `reply_auth` may be NULL when not wanted.
+///
+/// Ownership: the caller frees `*reply_name`, `*reply_payload` and
+/// `*reply_auth` with `exo_string_free`.
+///
+/// Returns as `exo_request` (`EXO_ERR_PAYLOAD` also for `auth` that is
+/// not JSON).
+///
+/// # Safety
+/// `svc` is a live service; the strings are NULL or NUL-terminated;
+/// `reply_name`, `reply_payload` and `reply_auth` are NULL or point to
+/// writable pointers.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn exo_request_with_auth(
+    svc: *mut Service,
+    name: *const c_char,
+    payload_json: *const c_char,
+    auth_json: *const c_char,
+    timeout_ms: i32,
+    reply_name: *mut *mut c_char,
+    reply_payload: *mut *mut c_char,
+    reply_auth: *mut *mut c_char,
+) -> exo_status {
+    status_of("exo_request_with_auth", || {
+        // SAFETY: per the contract.
+        unsafe {
+            clear_out(reply_name, reply_payload);
+            if !reply_auth.is_null() {
+                *reply_auth = std::ptr::null_mut();
+            }
+        }
+        let s = unsafe { service(svc) }?;
+        let name = unsafe { strings::name(name) }?;
+        let payload = unsafe { strings::json(payload_json, "payload", name) }?;
+        let auth = unsafe { strings::json(auth_json, "auth", name) }?;
+        let timeout = timeout_of(timeout_ms)?;
+        let pending = s.client().start_request(name, payload, auth, timeout)?;
+        // SAFETY: per the contract.
+        unsafe { finish_request_with_auth(pending, reply_name, reply_payload, reply_auth) }
     })
 }

@@ -14,7 +14,7 @@ use napi_derive::napi;
 use tokio::sync::watch;
 
 use crate::delivery::{NativeDelivery, NativeWatch, request_message};
-use crate::{js_error, millis, raw_payload, settle, usage};
+use crate::{js_error, millis, raw_auth, raw_payload, settle, usage};
 
 /// How a service is configured. Explicit options win over the environment
 /// (`ROLE`, `EXOCOM_HOST`, `EXOCOM_PORT`, ...), which wins over the file.
@@ -306,8 +306,9 @@ impl NativeEngine {
         send_new(&self.engine.client(), &name, payload.as_deref(), None)
     }
 
-    /// Sends `name` and resolves with the first message of its activity
-    /// (as JSON text), or rejects with `EXO_TIMEOUT`.
+    /// Sends `name` (carrying `auth`, JSON text, when given) and resolves
+    /// with the first message of its activity (as JSON text), or rejects
+    /// with `EXO_TIMEOUT`.
     #[napi(catch_unwind)]
     pub fn request<'env>(
         &self,
@@ -315,13 +316,15 @@ impl NativeEngine {
         name: String,
         payload: Option<String>,
         timeout_ms: f64,
+        auth: Option<String>,
     ) -> napi::Result<Object<'env>> {
         let timeout = millis("timeout", timeout_ms)?;
         let payload = raw_payload(&name, payload.as_deref())?;
+        let auth = raw_auth(&name, auth.as_deref())?;
         let pending = self
             .engine
             .client()
-            .start_request(&name, payload, None, timeout)
+            .start_request(&name, payload, auth, timeout)
             .map_err(js_error)?;
         request_message(env, pending, self.closed())
     }

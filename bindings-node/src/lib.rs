@@ -79,6 +79,22 @@ pub(crate) fn raw_payload(
     }
 }
 
+/// An `auth` value from JavaScript (JSON text; `None`: no auth).
+pub(crate) fn raw_auth(
+    name: &str,
+    json: Option<&str>,
+) -> napi::Result<Option<Box<serde_json::value::RawValue>>> {
+    match json {
+        None => Ok(None),
+        Some(text) => exoservice::message::raw_from_text(text).map_err(|e| {
+            js_error(ExoError::Payload {
+                name: name.to_owned(),
+                reason: format!("auth: {e}"),
+            })
+        }),
+    }
+}
+
 /// A duration in milliseconds from JavaScript.
 pub(crate) fn millis(what: &str, ms: f64) -> napi::Result<std::time::Duration> {
     if !ms.is_finite() || !(0.0..=1e12).contains(&ms) {

@@ -44,8 +44,8 @@ impl Bad {
         self
     }
 
-    fn place(&self) -> String {
-        let mut place = String::from("payload");
+    fn place(&self, root: &str) -> String {
+        let mut place = String::from(root);
         for step in self.path.iter().rev() {
             match step {
                 Step::Key(k) => {
@@ -67,24 +67,32 @@ const ALLOWED: &str =
 /// Writes `value` as JSON; `None` for Python `None` (no payload). `what`
 /// names the message for the error text (`"pong"`).
 pub(crate) fn to_raw(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<Box<RawValue>>> {
-    encode(value).map_err(|why| PyTypeError::new_err(format!("cannot send '{what}': {why}")))
+    encode(value, "payload")
+        .map_err(|why| PyTypeError::new_err(format!("cannot send '{what}': {why}")))
+}
+
+/// Writes an `auth` value as JSON, checked like a payload; `None` for
+/// Python `None` (no auth). `what` names the message for the error text.
+pub(crate) fn auth_to_raw(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<Box<RawValue>>> {
+    encode(value, "auth")
+        .map_err(|why| PyTypeError::new_err(format!("cannot send '{what}': {why}")))
 }
 
 /// Writes `value` as JSON text (tests and tools; `None` gives `null`).
 #[pyfunction]
 pub(crate) fn encode_payload(value: &Bound<'_, PyAny>) -> PyResult<String> {
-    let raw = encode(value).map_err(PyTypeError::new_err)?;
+    let raw = encode(value, "payload").map_err(PyTypeError::new_err)?;
     Ok(raw.map_or_else(|| "null".to_owned(), |r| r.get().to_owned()))
 }
 
-/// The JSON of `value`, or why it has none.
-fn encode(value: &Bound<'_, PyAny>) -> Result<Option<Box<RawValue>>, String> {
+/// The JSON of `value`, or why it has none (the place named from `root`).
+fn encode(value: &Bound<'_, PyAny>, root: &str) -> Result<Option<Box<RawValue>>, String> {
     if value.is_none() {
         return Ok(None);
     }
     let mut out = String::with_capacity(64);
     if let Err(bad) = write_value(value, &mut out, 0) {
-        return Err(format!("{} {}; {ALLOWED}", bad.place(), bad.reason));
+        return Err(format!("{} {}; {ALLOWED}", bad.place(root), bad.reason));
     }
     RawValue::from_string(out)
         .map(Some)
@@ -193,31 +201,7 @@ fn write_str(s: &Bound<'_, PyString>, out: &mut String) -> Result<(), Bad> {
 
 /// Writes `s` as a JSON string literal.
 fn escape_into(s: &str, out: &mut String) {
-    out.reserve(s.len() + 2);
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(escape);
-        }
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
+    exoservice::message::push_json_string(out, s);
 }
 
 /// Reads JSON text into Python values (`json.loads`).

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
+use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
 use exoservice::config::{Env, ServiceConfig, env};
@@ -330,41 +331,51 @@ impl NativeService {
         Ok(list)
     }
 
-    /// Sends a message as the service (no auth).
-    #[pyo3(signature = (name, payload=None))]
-    fn send(&self, py: Python<'_>, name: &str, payload: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    /// Sends a message as the service, with `auth` when given.
+    #[pyo3(signature = (name, payload=None, auth=None))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        payload: Option<&Bound<'_, PyAny>>,
+        auth: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let raw = payload
             .map(|p| json::to_raw(p, name))
             .transpose()?
             .flatten();
-        self.engine.client().send_raw(name, raw, None).py_err(py)
+        let auth = auth_raw(auth, name)?;
+        self.engine.client().send_raw(name, raw, auth).py_err(py)
     }
 
-    /// Sends a request and blocks until its answer (a message tuple).
-    #[pyo3(signature = (name, payload, timeout))]
+    /// Sends a request (with `auth` when given) and blocks until its
+    /// answer (a message tuple).
+    #[pyo3(signature = (name, payload, timeout, auth=None))]
     fn request<'py>(
         &self,
         py: Python<'py>,
         name: &str,
         payload: Option<&Bound<'py, PyAny>>,
         timeout: f64,
+        auth: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let timeout = wait::seconds(timeout, "timeout")?;
         let raw = payload
             .map(|p| json::to_raw(p, name))
             .transpose()?
             .flatten();
+        let auth = auth_raw(auth, name)?;
         let pending = self
             .engine
             .client()
-            .start_request(name, raw, None, timeout)
+            .start_request(name, raw, auth, timeout)
             .py_err(py)?;
         wait_reply(py, pending)
     }
 
-    /// Sends a request; its outcome arrives on the event queue as a
-    /// `reply` or `error` event with this token.
-    #[pyo3(signature = (name, payload, timeout, token))]
+    /// Sends a request (with `auth` when given); its outcome arrives on
+    /// the event queue as a `reply` or `error` event with this token.
+    #[pyo3(signature = (name, payload, timeout, token, auth=None))]
     fn request_async(
         &self,
         py: Python<'_>,
@@ -372,16 +383,18 @@ impl NativeService {
         payload: Option<&Bound<'_, PyAny>>,
         timeout: f64,
         token: u64,
+        auth: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<RequestHandle> {
         let timeout = wait::seconds(timeout, "timeout")?;
         let raw = payload
             .map(|p| json::to_raw(p, name))
             .transpose()?
             .flatten();
+        let auth = auth_raw(auth, name)?;
         let pending = self
             .engine
             .client()
-            .start_request(name, raw, None, timeout)
+            .start_request(name, raw, auth, timeout)
             .py_err(py)?;
         spawn_reply(py, pending, token, &self.events)
     }
@@ -399,6 +412,14 @@ impl NativeService {
             pumping: AtomicBool::new(false),
         })
     }
+}
+
+/// An optional `auth` value as JSON (`None` and Python `None`: no auth).
+fn auth_raw(auth: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Box<RawValue>>> {
+    Ok(auth
+        .map(|a| json::auth_to_raw(a, name))
+        .transpose()?
+        .flatten())
 }
 
 /// Blocks until a pending request's answer (GIL released, signals checked).

@@ -74,3 +74,15 @@ pub enum ExoError {
 
 /// A `Result` with [`ExoError`].
 pub type Result<T, E = ExoError> = std::result::Result<T, E>;
+
+/// The text of a panic payload (what `catch_unwind` returns), for logs and
+/// error messages at language boundaries.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}

@@ -270,6 +270,12 @@ pub fn raw_from_text(text: &str) -> Result<Option<Box<RawValue>>, serde_json::Er
     Ok(if is_null(&raw) { None } else { Some(raw) })
 }
 
+/// Appends `s` to `out` as a JSON string literal (quotes included),
+/// escaped exactly as `serde_json` escapes it.
+pub fn push_json_string(out: &mut String, s: &str) {
+    crate::bus::wire::push_json_str(out, s);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,16 +198,7 @@ async fn dispatch_loop(engine: Arc<Engine>, handlers: Arc<HashMap<String, Handle
     }
 }
 
-/// The text of a panic payload.
-pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_owned()
-    }
-}
+pub(crate) use crate::error::panic_text;
 
 /// A started service.
 pub struct RunningService {

@@ -42,29 +42,5 @@ pub fn stop_signal() -> impl Future<Output = ()> + Send + 'static {
 /// Resolves at the first SIGINT (Ctrl-C) or SIGTERM. It listens from its
 /// first poll; use [`stop_signal`] to listen from an earlier point.
 pub async fn wait_for_stop() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::error!(
-                    "cannot listen for SIGINT/SIGTERM ({e}); only Ctrl-C will stop the service"
-                );
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    stop_signal().await;
 }

@@ -84,7 +84,7 @@ mod security;
 pub(crate) mod server;
 mod shared;
 mod table;
-mod wire;
+pub(crate) mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

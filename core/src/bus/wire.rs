@@ -264,7 +264,7 @@ fn needs_escape(s: &str) -> bool {
 }
 
 /// Appends `s` as a JSON string, escaped as `serde_json` escapes it.
-fn push_json_str(out: &mut String, s: &str) {
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     if !needs_escape(s) {
         out.push_str(s);
