@@ -11,6 +11,11 @@ export type RequestOptions = number | {
   timeout?: number
   /** Resolve with the whole answer message instead of its payload. */
   full?: boolean
+  /**
+   * The request's auth (any JSON value; a reply carries it back). Only for
+   * `ExoService#request`: a handler's request carries the handled message's auth.
+   */
+  auth?: unknown
 }
 
 /** A message as it travels over ExoCom. */
@@ -38,7 +43,7 @@ export type Send = (name: string, payload?: unknown, replyHandler?: ReplyHandler
 
 /** Sends a request; resolves with the answer's payload (or message). */
 export interface Request {
-  (name: string, payload: unknown, options: { timeout?: number, full: true }): Promise<Message>
+  (name: string, payload: unknown, options: { timeout?: number, full: true, auth?: unknown }): Promise<Message>
   (name: string, payload?: unknown, options?: RequestOptions): Promise<any>
 }
 

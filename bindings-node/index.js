@@ -336,7 +336,15 @@ class ExoService extends EventEmitter {
     try {
       timeout = requestTimeout(opts, this.requestTimeout)
       const json = encode(name, payload)
-      pending = call(() => source.request(name, json, timeout))
+      const auth = opts && typeof opts === 'object' ? opts.auth : undefined
+      if (auth === undefined) {
+        pending = call(() => source.request(name, json, timeout))
+      } else if (source !== this._engine) {
+        throw new UsageError("a handler's request carries the handled message's auth; the auth option is for the service's own request")
+      } else {
+        const authJson = encode(name, auth)
+        pending = call(() => source.request(name, json, timeout, authJson))
+      }
     } catch (e) {
       return Promise.reject(e)
     }
@@ -373,7 +381,8 @@ class ExoService extends EventEmitter {
   /**
    * Sends `name` and resolves with the payload of the first message of its
    * activity (the whole message with `{ full: true }`); rejects with a
-   * `TimeoutError` after `timeout` ms.
+   * `TimeoutError` after `timeout` ms. `{ auth }` sends the request with
+   * that auth (any JSON value), which a reply carries back.
    */
   request (name, payload, opts) {
     if (this._state === 'closed') return Promise.reject(new StoppedError('the service is closed'))

@@ -8,74 +8,29 @@ use std::time::{Duration, Instant};
 use exo_harness::*;
 use serde_json::json;
 
-struct App {
-    proc: Proc,
-    bus: u16,
-    web: u16,
-    _data: tempfile::TempDir,
-}
-
-fn start() -> App {
-    ensure_setup();
-    let data = tempfile::tempdir().unwrap();
-    let web = free_port();
-    let mut proc = Proc::spawn(
-        Command::new(bin("exo"))
-            .arg("run")
-            .arg(repo_root().join("examples/todo-app"))
-            .args(["--port", "0", "--restart", "--stop-timeout", "10"])
-            .env("EXO_BIN_DIR", exo_harness::paths::bin_dir())
-            .env("WEB_PORT", web.to_string())
-            .env("TODO_DB", data.path().join("todos.sqlite3"))
-            .env_remove("EXOCOM_PORT")
-            .env_remove("ROLE"),
-    );
-    let bus = port_in(&proc.wait_for("ExoCom online at port", Duration::from_secs(30)));
-    proc.wait_for("application todo-app is online", Duration::from_secs(120));
-    App {
-        proc,
-        bus,
-        web,
-        _data: data,
-    }
-}
-
-fn call(app: &App, method: &str, path: &str, body: Option<serde_json::Value>) -> Response {
-    let body = body.map(|b| b.to_string());
-    request(app.web, method, path, body.as_deref())
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
 #[test]
 fn the_scripted_run_works_and_a_restarted_todo_service_keeps_the_lists() {
-    let mut app = start();
+    let mut app = TodoApp::start();
 
     // The page.
-    let page = call(&app, "GET", "/", None);
+    let page = app.call("GET", "/", None);
     assert_eq!(page.status, 200);
     assert!(page.body.contains("<title>todos</title>"), "{}", page.body);
 
     // Add for two people (users are created on first use, through Node).
-    let added = call(
-        &app,
-        "POST",
-        "/todos/alice",
-        Some(json!({"text": "buy milk"})),
-    );
+    let added = app.call("POST", "/todos/alice", Some(json!({"text": "buy milk"})));
     assert_eq!(added.status, 201, "{}", added.body);
     let milk = added.json();
     assert_eq!(milk["owner"], "alice");
     assert_eq!(milk["text"], "buy milk");
     let milk_id = milk["id"].as_u64().expect("a numeric id");
-    let added = call(
-        &app,
+    let added = app.call(
         "POST",
         "/todos/bob",
         Some(json!({"text": "fix the bike — ünïcode"})),
     );
     assert_eq!(added.status, 201, "{}", added.body);
-    let added = call(
-        &app,
+    let added = app.call(
         "POST",
         "/todos/alice",
         Some(json!({"text": "water plants"})),
@@ -83,7 +38,7 @@ fn the_scripted_run_works_and_a_restarted_todo_service_keeps_the_lists() {
     assert_eq!(added.status, 201, "{}", added.body);
 
     // List.
-    let list = call(&app, "GET", "/todos/alice", None);
+    let list = app.call("GET", "/todos/alice", None);
     assert_eq!(list.status, 200);
     let texts: Vec<String> = list.json()["items"]
         .as_array()
@@ -93,28 +48,26 @@ fn the_scripted_run_works_and_a_restarted_todo_service_keeps_the_lists() {
         .collect();
     assert_eq!(texts, ["buy milk", "water plants"]);
     assert_eq!(
-        call(&app, "GET", "/todos/bob", None).json()["items"][0]["text"],
+        app.call("GET", "/todos/bob", None).json()["items"][0]["text"],
         "fix the bike — ünïcode"
     );
 
     // Stats (C) counted the todo.added broadcasts.
-    let stats = call(&app, "GET", "/stats", None);
+    let stats = app.call("GET", "/stats", None);
     assert_eq!(stats.status, 200);
     assert_eq!(stats.json()["counts"], json!({"alice": 2, "bob": 1}));
 
     // Delete, and delete what is gone.
-    let deleted = call(&app, "DELETE", &format!("/todos/alice/{milk_id}"), None);
+    let deleted = app.call("DELETE", &format!("/todos/alice/{milk_id}"), None);
     assert_eq!(deleted.status, 200, "{}", deleted.body);
-    let again = call(&app, "DELETE", &format!("/todos/alice/{milk_id}"), None);
+    let again = app.call("DELETE", &format!("/todos/alice/{milk_id}"), None);
     assert_eq!(again.status, 404, "{}", again.body);
-    assert_eq!(
-        call(&app, "GET", "/stats", None).json()["counts"]["alice"],
-        1
-    );
+    assert_eq!(app.call("GET", "/stats", None).json()["counts"]["alice"], 1);
 
     // A bad request is the front's 400, not a hang.
     assert_eq!(
-        call(&app, "POST", "/todos/alice", Some(json!({"nope": 1}))).status,
+        app.call("POST", "/todos/alice", Some(json!({"nope": 1})))
+            .status,
         400
     );
 
@@ -160,7 +113,7 @@ fn the_scripted_run_works_and_a_restarted_todo_service_keeps_the_lists() {
         .wait_for_next("todo | online at port", Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(15);
     let items = loop {
-        let list = call(&app, "GET", "/todos/alice", None);
+        let list = app.call("GET", "/todos/alice", None);
         if list.status == 200 {
             break list.json()["items"].clone();
         }

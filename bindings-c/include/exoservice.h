@@ -376,6 +376,30 @@ exo_status exo_request(exo_service *svc,
                        char **reply_name,
                        char **reply_payload);
 
+// Like `exo_request`, with `auth` (opaque credentials, JSON text, or NULL
+// for none) on the request; the answer's auth (the same, when the
+// receiver replied) comes back in `*reply_auth` as JSON text, or NULL
+// when the answer has none. `reply_auth` may be NULL when not wanted.
+//
+// Ownership: the caller frees `*reply_name`, `*reply_payload` and
+// `*reply_auth` with `exo_string_free`.
+//
+// Returns as `exo_request` (`EXO_ERR_PAYLOAD` also for `auth` that is
+// not JSON).
+//
+// # Safety
+// `svc` is a live service; the strings are NULL or NUL-terminated;
+// `reply_name`, `reply_payload` and `reply_auth` are NULL or point to
+// writable pointers.
+exo_status exo_request_with_auth(exo_service *svc,
+                                 const char *name,
+                                 const char *payload_json,
+                                 const char *auth_json,
+                                 int32_t timeout_ms,
+                                 char **reply_name,
+                                 char **reply_payload,
+                                 char **reply_auth);
+
 // The name of the message being handled (as this service receives it).
 //
 // Ownership: the text belongs to `ctx` and lives as long as it does.

@@ -598,6 +598,31 @@ static void test_send_carries_auth(void) {
           "a send starts a new activity (%s vs %s)", r.activity, seen.hello_activity);
 }
 
+static void test_request_carries_auth(void) {
+    char *name = NULL, *payload = NULL, *auth = (char *)"untouched";
+    const char *token = "{\"token\":\"t-2\",\"scopes\":[\"r\"]}";
+    CHECK_RC(exo_request_with_auth(tester, "ping", "[1]", token, 5000, &name, &payload, &auth), EXO_OK);
+    CHECK(name && strcmp(name, "pong") == 0, "reply name %s", name ? name : "(null)");
+    CHECK(payload && strcmp(payload, "[1]") == 0, "payload %s", payload ? payload : "(null)");
+    CHECK(auth && strcmp(auth, token) == 0, "the reply carries the auth back: %s",
+          auth ? auth : "(null)");
+    exo_string_free(name);
+    exo_string_free(payload);
+    exo_string_free(auth);
+    /* no auth sent: none comes back; out-parameters may be NULL */
+    auth = (char *)"untouched";
+    CHECK_RC(exo_request_with_auth(tester, "ping", NULL, NULL, 5000, NULL, NULL, &auth), EXO_OK);
+    CHECK(auth == NULL, "no auth: %s", auth ? auth : "(null)");
+    /* auth that is not JSON is refused before anything is sent */
+    auth = (char *)"untouched";
+    CHECK_RC(exo_request_with_auth(tester, "ping", "{}", "{token", 5000, &name, &payload, &auth),
+             EXO_ERR_PAYLOAD);
+    CHECK(strstr(exo_last_error(), "auth"), "error text: %s", exo_last_error());
+    CHECK(name == NULL && payload == NULL && auth == NULL, "out-parameters are NULL after an error");
+    CHECK_RC(exo_request_with_auth(tester, "nobody", NULL, "1", 200, NULL, NULL, NULL),
+             EXO_ERR_TIMEOUT);
+}
+
 static void test_request_timeout(void) {
     char *name = (char *)"x", *payload = (char *)"x";
     long long t0 = now_ms();
@@ -946,6 +971,7 @@ int main(void) {
     start_tester();
     run_test("on, reply, request", test_on_reply_request);
     run_test("send from a handler carries auth", test_send_carries_auth);
+    run_test("a request with auth gets it back in the reply", test_request_carries_auth);
     run_test("request timeout", test_request_timeout);
     run_test("unknown message logged", test_unknown_message_logged);
     run_test("detached ctx replies from a worker thread", test_detach_and_reply_later);

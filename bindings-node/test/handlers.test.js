@@ -3,6 +3,7 @@
 
 const { test, before, after } = require('node:test')
 const assert = require('node:assert/strict')
+const { ExoService, PayloadError } = require('exoservice-native')
 const { MockBus } = require('exoservice-native/testing')
 const { serviceDir, startNode, sleep } = require('../test-support/harness')
 
@@ -45,6 +46,15 @@ bootstrap({
     reply('asked', { name: m.name, payload: m.payload, sameActivity: typeof m.activityId === 'string' })
   },
 
+  'ask.auth': async (payload, { reply, request }) => {
+    try {
+      await request('users.get', {}, { timeout: 300, auth: 'other' })
+      reply('asked', 'sent with another auth')
+    } catch (e) {
+      reply('failed', { name: e.name, code: e.code, message: e.message })
+    }
+  },
+
   'ask.timeout': async (payload, { reply, request }) => {
     const started = Date.now()
     try {
@@ -84,7 +94,7 @@ before(async () => {
   bus = await MockBus.start()
   const dir = serviceDir({
     role: ROLE,
-    receives: ['ping', 'ping.async', 'ping.later', 'whoami', 'forward', 'ask', 'ask.full', 'ask.timeout',
+    receives: ['ping', 'ping.async', 'ping.later', 'whoami', 'forward', 'ask', 'ask.full', 'ask.auth', 'ask.timeout',
       'watch', 'boom', 'boom.async', 'undeclared'],
     sends: ['pong', 'pong.async', 'pong.later', 'you-are', 'forwarded', 'forward-info', 'users.get', 'asked',
       'timed-out', 'fan', 'fan-seen', 'failed'],
@@ -165,6 +175,38 @@ test('request with { full: true } resolves with the whole message', { timeout: 1
   const asked = await bus.waitFor('asked', 5000)
   assert.deepEqual(asked.payload, { name: 'users.not-found', payload: { error: 'no such user' }, sameActivity: true })
   bus.reset()
+})
+
+test("a handler's request refuses the auth option (it carries the handled message's auth)", { timeout: 10000 }, async () => {
+  bus.reset()
+  await bus.sendMessage(ROLE, { name: 'ask.auth', payload: null, auth: 'mine' })
+  const m = await bus.waitFor('failed', 5000)
+  assert.equal(m.payload.code, 'EXO_USAGE')
+  assert.match(m.payload.message, /auth/)
+  await sleep(100)
+  assert.equal(bus.received().filter((r) => r.name === 'users.get').length, 0)
+})
+
+test("the service's own request sends the auth option, and the answer carries it back", { timeout: 10000 }, async () => {
+  bus.reset()
+  bus.mockReply('users.get', 'users.got', { name: 'Bo' })
+  const service = new ExoService({
+    role: 'asker', receives: [], sends: ['users.get'], exocomHost: '127.0.0.1', exocomPort: bus.port, handleSignals: false
+  })
+  await service.connect()
+  try {
+    const auth = { token: 't-1', scopes: ['r', 'w'], n: 2 ** 53 }
+    const m = await service.request('users.get', { id: 1 }, { timeout: 5000, full: true, auth })
+    assert.equal(m.name, 'users.got')
+    assert.deepEqual(m.auth, auth)
+    assert.deepEqual((await bus.waitFor('users.get', 5000)).auth, auth)
+    const plain = await service.request('users.get', null, { timeout: 5000, full: true })
+    assert.equal(plain.auth, null)
+    await assert.rejects(service.request('users.get', null, { timeout: 5000, auth: 10n }), PayloadError)
+  } finally {
+    await service.close()
+    bus.reset()
+  }
 })
 
 test('a request without answer rejects with a TimeoutError after its timeout', { timeout: 10000 }, async () => {

@@ -290,6 +290,26 @@ def test_the_service_sends_and_requests_outside_handlers(bus, make):
         assert asyncio.run(ask()).payload == {"name": "Cy"}
 
 
+def test_requests_and_sends_outside_handlers_carry_auth(bus, make):
+    service = make("client", [], ["hello", "users.get"])
+    bus.mock_reply("users.get", "users.got", {"name": "Cy"})
+    auth = {"token": "t-1", "scopes": ["r", "w"], "n": 2**53}
+    with running(service):
+        service.send("hello", None, auth=auth)
+        assert bus.wait_for("hello").auth == auth
+        answer = service.request("users.get", {"id": 3}, timeout=5, auth=auth)
+        assert bus.wait_for("users.get").auth == auth
+        assert (answer.name, answer.auth) == ("users.got", auth)
+
+        async def ask():
+            return await service.request_async("users.get", None, timeout=5, auth="plain")
+
+        assert asyncio.run(ask()).auth == "plain"
+        assert service.request("users.get", None, timeout=5).auth is None
+        with pytest.raises(TypeError, match=r"auth\['bad'\] is of type 'set'"):
+            service.request("users.get", None, timeout=5, auth={"bad": {1}})
+
+
 def test_a_service_runs_once(bus, make):
     service = make("once", ["ping"], ["pong"])
     with running(service):

@@ -356,11 +356,12 @@ class Service:
 
     # -- sending outside handlers -----------------------------------------
 
-    def send(self, name: str, payload: Payload = None) -> None:
-        """Sends a message as this service, outside of any handler (no
-        ``auth``). Before the service connects, it waits in the outgoing
-        buffer. Errors as for :meth:`Context.reply`."""
-        self._native.send(name, payload)
+    def send(self, name: str, payload: Payload = None, *, auth: Any = None) -> None:
+        """Sends a message as this service, outside of any handler, carrying
+        ``auth`` (opaque credentials, any JSON value; ``None``: no auth).
+        Before the service connects, it waits in the outgoing buffer. Errors
+        as for :meth:`Context.reply`."""
+        self._native.send(name, payload, auth)
 
     def request(
         self,
@@ -368,10 +369,12 @@ class Service:
         payload: Payload = None,
         *,
         timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        auth: Any = None,
     ) -> Message:
-        """Sends ``name`` and blocks until the first message of its activity
-        (see :meth:`Context.request`), from any thread."""
-        return Message._from_native(self._native.request(name, payload, timeout))
+        """Sends ``name`` (carrying ``auth`` when given) and blocks until the
+        first message of its activity (see :meth:`Context.request`), from
+        any thread. A reply carries the request's ``auth`` back."""
+        return Message._from_native(self._native.request(name, payload, timeout, auth))
 
     async def request_async(
         self,
@@ -379,11 +382,12 @@ class Service:
         payload: Payload = None,
         *,
         timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        auth: Any = None,
     ) -> Message:
         """:meth:`request`, awaited on the running event loop."""
         native = self._native
         return await self._request_async(
-            lambda token: native.request_async(name, payload, timeout, token)
+            lambda token: native.request_async(name, payload, timeout, token, auth)
         )
 
     # -- lifecycle ---------------------------------------------------------
