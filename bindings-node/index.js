@@ -256,6 +256,7 @@ class ExoService extends EventEmitter {
     try {
       payload = decode(d.payload)
     } catch (e) {
+      d.fail()
       d.done()
       this._handlerFailed(name, activityId, e)
       return
@@ -264,12 +265,14 @@ class ExoService extends EventEmitter {
     try {
       result = handler(payload, this._powers(d, name), activityId)
     } catch (e) {
+      d.fail()
       d.done()
       this._handlerFailed(name, activityId, e)
       return
     }
     if (result && typeof result.then === 'function') {
       result.then(() => d.done(), (e) => {
+        d.fail()
         d.done()
         this._handlerFailed(name, activityId, e)
       })

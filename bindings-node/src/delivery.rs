@@ -149,6 +149,15 @@ impl NativeDelivery {
         Ok(NativeWatch::new(watch, self.closed.clone()))
     }
 
+    /// The handler failed (threw or rejected): counted as a handler error
+    /// in the service's metrics. Call before `done`.
+    #[napi(catch_unwind)]
+    pub fn fail(&self) {
+        if let Some(d) = &self.slot {
+            d.fail();
+        }
+    }
+
     /// The handler is finished: frees its concurrency slot.
     #[napi(catch_unwind)]
     pub fn done(&mut self) {

@@ -5,7 +5,7 @@ const { test, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const { ExoService, PayloadError } = require('exoservice-native')
 const { MockBus } = require('exoservice-native/testing')
-const { serviceDir, startNode, sleep } = require('../test-support/harness')
+const { serviceDir, startNode, sleep, freePort } = require('../test-support/harness')
 
 const ROLE = 'tester'
 const SERVER = `
@@ -90,6 +90,8 @@ bootstrap({
 let bus
 let svc
 
+let metricsPort
+
 before(async () => {
   bus = await MockBus.start()
   const dir = serviceDir({
@@ -100,7 +102,8 @@ before(async () => {
       'timed-out', 'fan', 'fan-seen', 'failed'],
     files: { 'server.js': SERVER }
   })
-  svc = startNode(dir, 'server.js', { EXOCOM_PORT: String(bus.port) })
+  metricsPort = await freePort()
+  svc = startNode(dir, 'server.js', { EXOCOM_PORT: String(bus.port), EXOSERVICE_METRICS_PORT: String(metricsPort) })
   await svc.waitFor(/online at port \d+/, 15000)
   await bus.waitForRegistration(ROLE, 5000)
 })
@@ -249,6 +252,16 @@ test('a throwing handler is logged with its stack and the service goes on', { ti
   assert.equal(pong.payload, 'still here')
   assert.equal(pong.activityId, sent.activityId)
   assert.equal(svc.exit, null)
+})
+
+test('a throw and a rejection count as handler errors in the service metrics', { timeout: 10000 }, async () => {
+  // (after the test above: boom and boom.async failed once each)
+  const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`)
+  assert.equal(res.status, 200)
+  const text = await res.text()
+  assert.match(text, /^exoservice_handler_errors_total\{message="boom"\} 1$/m)
+  assert.match(text, /^exoservice_handler_errors_total\{message="boom\.async"\} 1$/m)
+  assert.match(text, /^exoservice_handler_errors_total\{message="ping"\} 0$/m)
 })
 
 test('sending an undeclared message is an UndeclaredError at the call site', { timeout: 10000 }, async () => {

@@ -56,31 +56,17 @@ fn report_tuple(report: DrainReport) -> (usize, usize, usize) {
 /// The variables `ServiceConfig` reads, from this process, with the
 /// keyword arguments of `Service(...)` in place of their variables.
 fn env_with(role: Option<&str>, host: Option<&str>, port: Option<i64>) -> Env {
-    let mut pairs: Vec<(String, String)> = [
-        env::ROLE,
-        env::EXOCOM_HOST,
-        env::EXOCOM_PORT,
-        env::CONCURRENCY,
-        env::OUTGOING_BUFFER,
-        env::DRAIN_TIMEOUT_MS,
-    ]
-    .into_iter()
-    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
-    .collect();
-    let mut set = |key: &str, value: String| {
-        pairs.retain(|(k, _)| k != key);
-        pairs.push((key.to_owned(), value));
-    };
+    let mut env = Env::process();
     if let Some(role) = role {
-        set(env::ROLE, role.to_owned());
+        env = env.with(env::ROLE, role);
     }
     if let Some(host) = host {
-        set(env::EXOCOM_HOST, host.to_owned());
+        env = env.with(env::EXOCOM_HOST, host);
     }
     if let Some(port) = port {
-        set(env::EXOCOM_PORT, port.to_string());
+        env = env.with(env::EXOCOM_PORT, port.to_string());
     }
-    Env::from_pairs(pairs)
+    env
 }
 
 /// A service's engine, as `exoservice.Service` drives it.
@@ -574,6 +560,14 @@ impl NativeDelivery {
             .flatten();
         let pending = self.ctx.start_request(name, raw, timeout).py_err(py)?;
         spawn_reply(py, pending, token, &self.events)
+    }
+
+    /// Marks the handler as failed (counted in the service's metrics as a
+    /// handler error); call before `finish`.
+    fn fail(&self) {
+        if let Some(d) = self.slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            d.fail();
+        }
     }
 
     /// Frees the delivery's concurrency slot (the handler is done). The

@@ -368,3 +368,41 @@ def test_stop_from_another_thread_drains_a_running_handler(bus, make):
     t.join(15)
     assert not t.is_alive() and not thread_errors
     assert bus.wait_for("done").payload == 1
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_failing_handlers_are_counted_in_the_service_metrics(bus, make, monkeypatch, kind):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("EXOSERVICE_METRICS_PORT", str(port))
+    service = make("counted", ["ping"], ["pong"])
+
+    def body(payload, ctx):
+        if payload == "boom":
+            raise ValueError("kaboom")
+        ctx.reply("pong", payload)
+
+    if kind == "sync":
+        service.handler("ping", body)
+    else:
+
+        async def abody(payload, ctx):
+            body(payload, ctx)
+
+        service.handler("ping", abody)
+
+    with running(service):
+        bus.send_to_service("counted", "ping", "boom")
+        bus.send_to_service("counted", "ping", "after")
+        assert bus.wait_for("pong").payload == "after"
+        deadline = time.monotonic() + 5
+        while True:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            if 'exoservice_messages_handled_total{message="ping"} 2' in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert 'exoservice_handler_errors_total{message="ping"} 1' in text, text

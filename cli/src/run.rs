@@ -18,7 +18,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use exoservice::bus::{Bus, BusConfig, LogSink};
+use exoservice::bus::tokens::PlainTokens;
+use exoservice::bus::{Bus, BusConfig, LogSink, Tokens};
 use exoservice::config::{AppConfig, AppService, Env};
 use exoservice::routes::{RoleRoutes, Routes};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -183,9 +184,45 @@ pub async fn run(args: RunArgs) -> i32 {
     let stop = exoservice::signals::stop_signal();
     tokio::pin!(stop);
 
+    // Tokens: a `tokens:` section of application.yml closes the bus; each
+    // service gets its own token as EXOCOM_TOKEN.
+    let plain_tokens = match Tokens::plain_from_app(&args.app) {
+        Ok(t) => t.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("exo run: {e}");
+            return 1;
+        }
+    };
+    let tokens = match Tokens::from_plain(&plain_tokens) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("exo run: tokens: {e}");
+            return 1;
+        }
+    };
+    if !tokens.is_empty() {
+        for s in &app.services {
+            if !plain_tokens.contains_key(&s.role) {
+                eprintln!(
+                    "exo run: {} has no token under `tokens:` in {}: the bus would refuse it",
+                    s.role,
+                    app.file.display()
+                );
+                return 1;
+            }
+        }
+        if !plain_tokens.contains_key(TOOL_ROLE) {
+            printer.line(
+                TOOL_ROLE,
+                "note: `tokens:` has no token for the role `exo`, so `exo send` cannot connect",
+            );
+        }
+    }
+
     // The bus.
     let log_printer = printer.clone();
     let config = BusConfig::new(routes_with_tool(&app))
+        .with_tokens(tokens)
         .with_bind(SocketAddr::new(args.bind, args.port))
         .with_log(LogSink::Callback(Arc::new(move |line: &str| {
             log_printer.line("exocom", line)
@@ -217,7 +254,8 @@ pub async fn run(args: RunArgs) -> i32 {
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     let mut running: Vec<Running> = Vec::new();
     for (index, s) in app.services.iter().enumerate() {
-        match start_service(&printer, s, port, index, 1, events_tx.clone()) {
+        let token = service_token(&plain_tokens, &s.role);
+        match start_service(&printer, s, port, token, index, 1, events_tx.clone()) {
             Ok(r) => running.push(r),
             Err(e) => {
                 eprintln!("exo run: cannot start {}: {e}", s.role);
@@ -299,7 +337,8 @@ pub async fn run(args: RunArgs) -> i32 {
                 Some(Event::Restart(i)) => {
                     let s = &app.services[i];
                     let generation = running[i].generation + 1;
-                    match start_service(&printer, s, port, i, generation, events_tx.clone()) {
+                    let token = service_token(&plain_tokens, &s.role);
+                    match start_service(&printer, s, port, token, i, generation, events_tx.clone()) {
                         Ok(mut r) => {
                             r.backoff = running[i].backoff;
                             running[i] = r;
@@ -327,11 +366,17 @@ pub async fn run(args: RunArgs) -> i32 {
     code
 }
 
+/// The token `exo run` gives a service: the first of its role's tokens.
+fn service_token<'a>(tokens: &'a PlainTokens, role: &str) -> Option<&'a str> {
+    tokens.get(role).and_then(|t| t.first()).map(String::as_str)
+}
+
 /// Starts one service's startup command in its own process group.
 fn start_service(
     printer: &Printer,
     s: &AppService,
     port: u16,
+    token: Option<&str>,
     index: usize,
     generation: u32,
     events: mpsc::UnboundedSender<Event>,
@@ -348,11 +393,16 @@ fn start_service(
         .env("ROLE", &s.role)
         .env("EXOCOM_HOST", "localhost")
         .env("EXOCOM_PORT", port.to_string())
+        .env_remove("EXOCOM_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    match token {
+        Some(t) => cmd.env("EXOCOM_TOKEN", t),
+        None => cmd.env_remove("EXOCOM_TOKEN"),
+    };
     let mut child = cmd.spawn()?;
     let pgid = child.id().map(|id| id as i32);
     printer.line(

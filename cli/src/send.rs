@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use exoservice::config::ServiceConfig;
+use exoservice::config::{Env, ServiceConfig, env};
 use exoservice::{Engine, message};
 
 /// What to send, where, and as whom.
@@ -25,6 +25,48 @@ pub struct SendArgs {
     pub timeout: Duration,
     /// Print the whole reply frame as JSON instead of `NAME PAYLOAD`.
     pub json: bool,
+    /// The role's token (`None`: `$EXOCOM_TOKEN`, if set).
+    pub token: Option<String>,
+    /// The bus's URL, `ws://` or `wss://`, winning over host and port
+    /// (`None`: `$EXOCOM_URL`, if set).
+    pub url: Option<String>,
+    /// Certificates to trust for `wss://` (`None`: `$EXOCOM_CA_FILE`, if set).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The service config `exo send` connects with: the args, else the
+/// `EXOCOM_URL`, `EXOCOM_TOKEN` and `EXOCOM_CA_FILE` of `env`.
+pub fn send_config(args: &SendArgs, env: &Env) -> Result<ServiceConfig, String> {
+    let mut config = ServiceConfig::from_parts(
+        args.role.clone(),
+        Vec::<String>::new(),
+        vec![args.name.clone()],
+    )
+    .with_exocom(args.host.clone(), args.port);
+    match &args.url {
+        Some(url) => {
+            config = config
+                .with_exocom_url(url)
+                .map_err(|e| format!("--url: {}", e.message))?;
+        }
+        None => {
+            if let Some(url) = env.exocom_url().map_err(|e| e.to_string())? {
+                config = config
+                    .with_exocom_url(&url.to_url())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    match &args.token {
+        Some(token) if env::valid_token(token) => config = config.with_token(token.clone()),
+        Some(_) => return Err("--token must be printable ASCII without spaces".into()),
+        None => config.exocom_token = env.exocom_token().map_err(|e| e.to_string())?,
+    }
+    match &args.ca_file {
+        Some(file) => config = config.with_ca_file(file.clone()),
+        None => config.exocom_ca_file = env.exocom_ca_file().map_err(|e| e.to_string())?,
+    }
+    Ok(config)
 }
 
 /// Runs the command; returns the process exit code. Output goes to stdout,
@@ -53,19 +95,18 @@ async fn send_inner(args: &SendArgs) -> Result<Option<message::Message>, String>
             .map_err(|e| format!("the payload is not valid JSON: {e}"))?,
         None => None,
     };
-    let config = ServiceConfig::from_parts(
-        args.role.clone(),
-        Vec::<String>::new(),
-        vec![args.name.clone()],
-    )
-    .with_exocom(args.host.clone(), args.port);
+    let config = send_config(args, &Env::process())?;
+    let url = config
+        .exocom_url
+        .clone()
+        .unwrap_or_else(|| format!("ws://{}:{}/services", args.host, args.port));
     let engine = Engine::new(config);
     engine.announce_online(false);
     engine.connect().map_err(|e| e.to_string())?;
     if !engine.wait_online(args.timeout).await {
         return Err(format!(
-            "cannot reach ExoCom at ws://{}:{}/services within {:?}",
-            args.host, args.port, args.timeout
+            "cannot reach ExoCom at {url} within {:?} (see the warnings above for why)",
+            args.timeout
         ));
     }
     let client = engine.client();

@@ -117,3 +117,199 @@ fn a_taken_port_is_an_error_that_says_so() {
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
     assert!(p.output().contains(&port.to_string()), "{}", p.output());
 }
+
+/// Runs `exo send` with these arguments (waiting at most `timeout`
+/// seconds) and no bus variables of this
+/// process; returns (exit code, stdout, stderr).
+fn exo_send_with(timeout: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("exo"))
+        .arg("send")
+        .args(args)
+        .args(["--timeout", timeout])
+        .env_remove("ROLE")
+        .env_remove("EXOCOM_URL")
+        .env_remove("EXOCOM_TOKEN")
+        .env_remove("EXOCOM_CA_FILE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serves_wss_with_tokens_to_real_services() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let d = dir_with(&[
+        ("cert.pem", &cert.cert.pem()),
+        ("key.pem", &cert.signing_key.serialize_pem()),
+        (
+            "tokens.yml",
+            "exo: exo-token\nping: [old-ping-token, ping-token]\n",
+        ),
+    ]);
+    let file = |name: &str| d.path().join(name).to_str().unwrap().to_owned();
+    let mut bus = Proc::spawn(
+        Command::new(exocom())
+            .args(["--port", "0", "--tls-cert", &file("cert.pem")])
+            .args(["--tls-key", &file("key.pem"), "--tokens", &file("tokens.yml")])
+            .env("EXOCOM_BIND", "127.0.0.1")
+            .env(
+                "SERVICE_DATA",
+                r#"{"exo":{"sends":["ping"],"receives":["pong"]},"ping":{"receives":["ping"],"sends":["pong"]}}"#,
+            ),
+    );
+    let port = port_in(&bus.wait_for("ExoCom online at port", Duration::from_secs(10)));
+    let started = bus.output();
+    assert!(
+        started.contains("Tokens required: 2 roles have one (exo, ping)"),
+        "{started}"
+    );
+    assert!(
+        started.contains("Serving TLS (wss://, https://) with "),
+        "{started}"
+    );
+    assert!(!started.contains("No tokens configured"), "{started}");
+    let url = format!("wss://localhost:{port}");
+
+    // The Rust ping example, through EXOCOM_URL, EXOCOM_CA_FILE, EXOCOM_TOKEN.
+    let mut ping = Proc::spawn(
+        Command::new(bin("rust-ping"))
+            .current_dir(repo_root().join("examples/rust-ping"))
+            .env("EXOCOM_URL", &url)
+            .env("EXOCOM_CA_FILE", file("cert.pem"))
+            .env("EXOCOM_TOKEN", "ping-token")
+            .env_remove("ROLE"),
+    );
+    ping.wait_for("online at port", Duration::from_secs(10));
+    bus.wait_for("'ping' registered", Duration::from_secs(10));
+
+    // exo send --await through TLS, with the exo role's token.
+    let (code, out, err) = exo_send_with(
+        "5",
+        &[
+            "ping",
+            r#"{"over":"wss"}"#,
+            "--await",
+            "--url",
+            &url,
+            "--ca-file",
+            &file("cert.pem"),
+            "--token",
+            "exo-token",
+        ],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert_eq!(out.trim(), r#"pong {"over":"wss"}"#);
+
+    // A wrong token is refused (HTTP 401), logged with the peer address,
+    // and exo send says why.
+    let (code, _, err) = exo_send_with(
+        "1.5",
+        &[
+            "ping",
+            "--url",
+            &url,
+            "--ca-file",
+            &file("cert.pem"),
+            "--token",
+            "ping-token",
+            "--role",
+            "exo",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the bus refused the token of 'exo' (HTTP 401)"),
+        "{err}"
+    );
+    bus.wait_for(
+        "Refused a connection from 127.0.0.1:",
+        Duration::from_secs(10),
+    );
+    // Without the CA file the self-signed certificate is not trusted.
+    let (code, _, err) = exo_send_with("1.5", &["ping", "--url", &url, "--token", "exo-token"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("TLS"), "{err}");
+    bus.wait_for(
+        "Warning: TLS handshake with 127.0.0.1:",
+        Duration::from_secs(10),
+    );
+
+    ping.signal("TERM");
+    assert_eq!(ping.wait_exit(Duration::from_secs(10)), Some(0));
+    bus.signal("TERM");
+    assert_eq!(bus.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn takes_tokens_from_the_application_and_warns_when_open() {
+    let d = dir_with(&[
+        (
+            "application.yml",
+            "services:\n  ping:\n    location: ./p\ntokens:\n  ping: app-ping-token\n",
+        ),
+        (
+            "p/service.yml",
+            "type: ping\nmessages:\n  receives: [ping]\n",
+        ),
+    ]);
+    let mut p = Proc::spawn(
+        Command::new(exocom())
+            .arg("--app")
+            .arg(d.path())
+            .args(["--port", "0"])
+            .env("EXOCOM_BIND", "127.0.0.1")
+            .env_remove("EXOCOM_TOKENS"),
+    );
+    let port = port_in(&p.wait_for("ExoCom online at port", Duration::from_secs(10)));
+    assert!(
+        p.output()
+            .contains("Tokens required: 1 roles have one (ping)"),
+        "{}",
+        p.output()
+    );
+    let (code, _, err) = exo_send_with(
+        "1.5",
+        &["ping", "--port", &port.to_string(), "--role", "ping"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("HTTP 401"), "{err}");
+    let (code, out, err) = exo_send_with(
+        "5",
+        &[
+            "ping",
+            "--port",
+            &port.to_string(),
+            "--role",
+            "ping",
+            "--token",
+            "app-ping-token",
+        ],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+
+    // No tokens anywhere: open, with one warning before the online line.
+    let mut p = Proc::spawn(
+        Command::new(exocom())
+            .args(["--port", "0"])
+            .env("EXOCOM_BIND", "127.0.0.1")
+            .env("SERVICE_DATA", "{}")
+            .env_remove("EXOCOM_TOKENS"),
+    );
+    p.wait_for("ExoCom online at port", Duration::from_secs(10));
+    p.wait_for("No tokens configured", Duration::from_secs(10));
+    p.drain_for(Duration::from_millis(200));
+    let out = p.output();
+    assert_eq!(out.matches("No tokens configured").count(), 1, "{out}");
+    assert!(
+        out.contains("Warning: No tokens configured: any client may connect"),
+        "{out}"
+    );
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}

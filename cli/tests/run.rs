@@ -257,3 +257,65 @@ fn restart_starts_a_killed_service_again() {
         p.output()
     );
 }
+
+#[test]
+fn tokens_in_the_application_close_the_bus_and_reach_each_service() {
+    let app = format!("{APP}tokens:\n  ping: ping-secret-1\n  exo: tool-secret-2\n");
+    let d = dir_with(&[("application.yml", &app), ("ping/service.yml", PING)]);
+    let mut p = Proc::spawn(
+        Command::new(exo())
+            .arg("run")
+            .arg(d.path())
+            .args(["--port", "0", "--stop-timeout", "5"])
+            .env("EXO_TEST_PING", rust_ping())
+            .env_remove("EXOCOM_PORT")
+            .env_remove("EXOCOM_TOKEN"),
+    );
+    let port = port_in(&p.wait_for("ExoCom online at port", Duration::from_secs(20)));
+    // The ping service got its token: it registers.
+    p.wait_for("application ping-test is online", Duration::from_secs(30));
+    p.wait_for("'ping' registered", Duration::from_secs(5));
+    let (code, out, err) = exo_send(
+        port,
+        &["ping", "{\"n\":1}", "--await", "--token", "tool-secret-2"],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert_eq!(out.trim(), r#"pong {"n":1}"#);
+    let out = Command::new(exo())
+        .args(["send", "ping", "{}", "--await", "--timeout", "2", "--port"])
+        .arg(port.to_string())
+        .env_remove("EXOCOM_TOKEN")
+        .env_remove("ROLE")
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a send without a token must fail"
+    );
+    p.signal("TERM");
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        p.output()
+    );
+}
+
+#[test]
+fn a_service_without_a_token_is_an_error_before_anything_starts() {
+    let app = format!("{APP}tokens:\n  other: x-secret\n");
+    let d = dir_with(&[("application.yml", &app), ("ping/service.yml", PING)]);
+    let mut p = Proc::spawn(
+        Command::new(exo())
+            .arg("run")
+            .arg(d.path())
+            .args(["--port", "0"]),
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    assert!(
+        p.output().contains("ping has no token under `tokens:`"),
+        "{}",
+        p.output()
+    );
+}

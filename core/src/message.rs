@@ -152,18 +152,22 @@ impl Message {
         }
     }
 
-    /// Reads one frame (text, or the bytes of a binary frame).
+    /// Reads one frame (text, or the bytes of a binary frame; bytes that
+    /// are not UTF-8 are not JSON, even where a reader would skip them).
     pub fn parse(frame: &[u8]) -> Result<Message, ProtocolError> {
-        let first = frame.iter().find(|b| !b.is_ascii_whitespace());
-        if first != Some(&b'{') {
-            return Err(
-                match serde_json::from_slice::<serde::de::IgnoredAny>(frame) {
-                    Ok(_) => ProtocolError::new("the frame is JSON but not an object"),
-                    Err(e) => ProtocolError::new(format!("the frame is not JSON: {e}")),
-                },
-            );
+        let Ok(frame) = std::str::from_utf8(frame) else {
+            return Err(ProtocolError::new(
+                "the frame is not JSON: it is not UTF-8 text",
+            ));
+        };
+        let first = frame.bytes().find(|b| !b.is_ascii_whitespace());
+        if first != Some(b'{') {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(frame) {
+                Ok(_) => ProtocolError::new("the frame is JSON but not an object"),
+                Err(e) => ProtocolError::new(format!("the frame is not JSON: {e}")),
+            });
         }
-        let wire: WireIn<'_> = serde_json::from_slice(frame).map_err(|e| {
+        let wire: WireIn<'_> = serde_json::from_str(frame).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
                 ProtocolError::new(format!("the frame is not JSON: {e}"))
             } else {
@@ -318,6 +322,17 @@ mod tests {
             response_time: Some(42),
         };
         assert_eq!(Message::parse(m.to_json().as_bytes()).unwrap(), m);
+    }
+
+    /// Found by fuzzing: bytes that are not UTF-8 inside a field that is
+    /// skipped were accepted here but refused by the bus's reader.
+    #[test]
+    fn frames_that_are_not_utf8_are_refused_everywhere() {
+        let frame = b"{\"name\":\"n\",\"extra\":[{\"\xff\xfe\":1}]}";
+        let err = Message::parse(frame).unwrap_err();
+        assert!(err.reason.contains("not UTF-8"), "{err}");
+        assert!(Message::parse(b"{\"name\":\"n\",\"extra\":\"\xc3\"}").is_err());
+        assert!(Message::parse("{\"name\":\"grüße\"}".as_bytes()).is_ok());
     }
 
     #[test]

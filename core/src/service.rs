@@ -183,15 +183,21 @@ async fn dispatch_loop(engine: Arc<Engine>, handlers: Arc<HashMap<String, Handle
             let name = &delivery.message().name;
             match AssertUnwindSafe(handler(ctx)).catch_unwind().await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(
-                    "handler for '{name}' (activity {}) failed: {e}",
-                    delivery.message().activity()
-                ),
-                Err(panic) => tracing::error!(
-                    "handler for '{name}' (activity {}) panicked: {}",
-                    delivery.message().activity(),
-                    panic_text(&*panic)
-                ),
+                Ok(Err(e)) => {
+                    delivery.fail();
+                    tracing::error!(
+                        "handler for '{name}' (activity {}) failed: {e}",
+                        delivery.message().activity()
+                    );
+                }
+                Err(panic) => {
+                    delivery.fail();
+                    tracing::error!(
+                        "handler for '{name}' (activity {}) panicked: {}",
+                        delivery.message().activity(),
+                        panic_text(&*panic)
+                    );
+                }
             }
             drop(delivery);
         });
@@ -240,6 +246,12 @@ impl RunningService {
     /// Whether the connection to the bus is up.
     pub fn is_connected(&self) -> bool {
         self.engine.is_connected()
+    }
+
+    /// Where the service serves `/metrics` and `/healthz`
+    /// (`EXOSERVICE_METRICS_PORT`), if it does.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.engine.metrics_addr()
     }
 
     /// Resolves once the service was told to stop.

@@ -1,6 +1,8 @@
 //! The harness of the project's process-level tests: run the binaries and
 //! the examples as a user would, read their output, talk HTTP to them.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod browser;
 pub mod http;

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 /// A child process whose output lines (stdout and stderr) are collected.
 pub struct Proc {
+    /// The process.
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    /// Every output line read so far, in order.
     pub seen: Vec<String>,
 }
 

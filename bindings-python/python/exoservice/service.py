@@ -566,6 +566,7 @@ class Service:
                 )
         except Exception:
             log.exception("handler for '%s' (activity %s) failed", d.name, d.activity_id)
+            d.fail()
         finally:
             self._in_handler = False
             d.finish()
@@ -718,6 +719,7 @@ class Service:
                 result = handler(d.payload, Context(d, self))
             except Exception:
                 log.exception("handler for '%s' (activity %s) failed", d.name, d.activity_id)
+                d.fail()
                 d.finish()
                 return
             if not inspect.isawaitable(result):
@@ -729,6 +731,7 @@ class Service:
                 awaitable = self._handlers[d.name](d.payload, AsyncContext(d, self))
             except Exception:
                 log.exception("handler for '%s' (activity %s) failed", d.name, d.activity_id)
+                d.fail()
                 d.finish()
                 return
         loop = asyncio.get_running_loop()
@@ -743,8 +746,10 @@ class Service:
             log.warning(
                 "handler for '%s' (activity %s) was cancelled", d.name, d.activity_id
             )
+            d.fail()
         except Exception:
             log.exception("handler for '%s' (activity %s) failed", d.name, d.activity_id)
+            d.fail()
         finally:
             d.finish()
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use exo_cli::{bench, check, run, send};
+use exo_cli::{bench, check, run, send, status};
 
 #[derive(Parser)]
 #[command(
@@ -80,6 +80,33 @@ enum Command {
         /// Print the whole reply frame as JSON.
         #[arg(long)]
         json: bool,
+        /// The token of the role [default: $EXOCOM_TOKEN].
+        #[arg(long)]
+        token: Option<String>,
+        /// The bus's URL, ws:// or wss:// (wins over --host and --port)
+        /// [default: $EXOCOM_URL].
+        #[arg(long)]
+        url: Option<String>,
+        /// PEM certificates to trust for wss:// [default: $EXOCOM_CA_FILE].
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// Print a bus's live topology: roles, instances, what each sends and
+    /// receives, and the message rates (from /config.json and /metrics).
+    Status {
+        /// The bus: host:port, http://host:port, ws://…, https://… or wss://…
+        /// [default: $EXOCOM_HOST:$EXOCOM_PORT, else localhost:3100].
+        #[arg(long)]
+        bus: Option<String>,
+        /// Seconds between the two reads of /metrics the rates come from.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Seconds each request to the bus may take.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+        /// PEM certificates to trust for https:// [default: $EXOCOM_CA_FILE].
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
     /// Measure request-reply through a bus, and the bus's memory.
     Bench {
@@ -178,6 +205,9 @@ async fn main() -> ExitCode {
             host,
             port,
             json,
+            token,
+            url,
+            ca_file,
         } => {
             let port = match port_or_env(port) {
                 Ok(p) => p,
@@ -202,6 +232,34 @@ async fn main() -> ExitCode {
                 wait,
                 timeout,
                 json,
+                token,
+                url,
+                ca_file,
+            })
+            .await
+        }
+        Command::Status {
+            bus,
+            interval,
+            timeout,
+            ca_file,
+        } => {
+            let (interval, timeout) = match (seconds(interval), seconds(timeout)) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("exo status: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            status::status(status::StatusArgs {
+                bus: bus.unwrap_or_else(|| status::default_bus(|n| std::env::var(n).ok())),
+                interval,
+                timeout,
+                ca_file: ca_file.or_else(|| {
+                    std::env::var_os("EXOCOM_CA_FILE")
+                        .filter(|v| !v.is_empty())
+                        .map(PathBuf::from)
+                }),
             })
             .await
         }

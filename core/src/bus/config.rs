@@ -4,7 +4,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::log::LogSink;
+use super::tls::TlsFiles;
+use super::tokens::Tokens;
 use crate::routes::Routes;
+
+/// The default of [`BusConfig::max_message_size`]: 4 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
+/// The default of [`BusConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// How a bus runs. [`BusConfig::new`] gives the defaults; the `with_*`
 /// methods change one setting each.
@@ -38,11 +45,26 @@ pub struct BusConfig {
     /// as many `security request`s for their answer); the oldest go first.
     /// Default 10,000.
     pub security_held_cap: usize,
-    /// Frames queued for one connection at most; a copy for a full queue is
-    /// dropped with a warning. Default 8,192.
+    /// Frames queued for one connection at most. What happens to a copy
+    /// for a full queue is [`BusConfig::queue_policy`]. Default 8,192.
     pub queue_capacity: usize,
-    /// The largest WebSocket message the bus reads. Default 16 MiB.
+    /// What to do when a connection's outgoing queue is full: drop the
+    /// copy (the default) or disconnect the slow connection.
+    pub queue_policy: QueuePolicy,
+    /// The largest frame (WebSocket message) the bus reads. A connection
+    /// that sends a larger one is closed, with a log line naming it; the
+    /// others go on. Default 4 MiB ([`DEFAULT_MAX_FRAME`]).
     pub max_message_size: usize,
+    /// The most WebSocket connections open at once; the next upgrade gets
+    /// HTTP 503 (logged and counted). Default 10,000
+    /// ([`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// Who may connect: a token per role (see [`Tokens`]). Empty (the
+    /// default): anyone, with one warning line at the start.
+    pub tokens: Tokens,
+    /// Serve TLS (`wss://`, `https://`) with this certificate and key.
+    /// Default: plain.
+    pub tls: Option<TlsFiles>,
     /// Roles of tools that come and go (like `exo send`'s `exo`): while
     /// none of their instances is connected, copies for them are skipped
     /// quietly, neither held during the startup grace nor warned about.
@@ -63,7 +85,11 @@ impl BusConfig {
             activity_cap: 100_000,
             security_held_cap: 10_000,
             queue_capacity: 8_192,
-            max_message_size: 16 << 20,
+            queue_policy: QueuePolicy::Drop,
+            max_message_size: DEFAULT_MAX_FRAME,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            tokens: Tokens::new(),
+            tls: None,
             optional_roles: Vec::new(),
         }
     }
@@ -137,9 +163,70 @@ impl BusConfig {
         self
     }
 
-    /// Sets the largest WebSocket message the bus reads.
+    /// Sets what happens to a copy for a full queue.
+    pub fn with_queue_policy(mut self, policy: QueuePolicy) -> Self {
+        self.queue_policy = policy;
+        self
+    }
+
+    /// Sets the largest frame (WebSocket message) the bus reads.
     pub fn with_max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
+    }
+
+    /// Sets the most WebSocket connections open at once.
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Requires a token per role (an empty table leaves the bus open).
+    pub fn with_tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// Serves TLS with this certificate chain and key (PEM files).
+    pub fn with_tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
+    }
+}
+
+/// What the bus does with a copy for a connection whose outgoing queue
+/// ([`BusConfig::queue_capacity`]) is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueuePolicy {
+    /// Drop the copy (counted in `/metrics`, one warning per connection);
+    /// the slow connection stays and gets later copies once it catches up.
+    #[default]
+    Drop,
+    /// Close the slow connection (logged and counted); its service
+    /// reconnects and registers again.
+    Disconnect,
+}
+
+impl std::str::FromStr for QueuePolicy {
+    type Err = String;
+
+    /// `drop` or `disconnect` (case-insensitive).
+    fn from_str(s: &str) -> Result<QueuePolicy, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "drop" => Ok(QueuePolicy::Drop),
+            "disconnect" => Ok(QueuePolicy::Disconnect),
+            _ => Err(format!(
+                "the queue policy must be 'drop' or 'disconnect', not '{s}'"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for QueuePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QueuePolicy::Drop => "drop",
+            QueuePolicy::Disconnect => "disconnect",
+        })
     }
 }

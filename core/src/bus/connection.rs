@@ -8,9 +8,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::{self, Utf8Bytes};
 
 /// One data frame as read.
@@ -36,6 +37,28 @@ impl<'a> Frame<'a> {
 pub(crate) trait FrameHandler: Send + 'static {
     /// One text or binary frame.
     fn frame(&mut self, frame: Frame<'_>);
+    /// Who this connection is, for log lines (`'web'`).
+    fn label(&self) -> String {
+        "a connection".to_owned()
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The client dropped the connection, or the socket failed.
+    Dropped,
+    /// The outbox was closed (the application let the connection go).
+    Closed,
+    /// The client sent a frame larger than the limit.
+    TooLarge {
+        /// The frame's size as announced.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Why a frame was not queued.
@@ -56,6 +79,8 @@ struct Queue {
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     ready: Notify,
+    /// Wakes [`Outbox::closed`] waiters.
+    shut: Notify,
     capacity: usize,
     dropped: AtomicU64,
 }
@@ -68,6 +93,7 @@ impl Outbox {
                 closed: false,
             }),
             ready: Notify::new(),
+            shut: Notify::new(),
             capacity: capacity.max(1),
             dropped: AtomicU64::new(0),
         }
@@ -124,6 +150,11 @@ impl Outbox {
         self.capacity
     }
 
+    /// How many frames wait to be written now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().frames.len()
+    }
+
     /// Refuses further frames and forgets the queued ones.
     pub(crate) fn close(&self) {
         let mut q = self.lock();
@@ -131,6 +162,21 @@ impl Outbox {
         q.frames = VecDeque::new();
         drop(q);
         self.ready.notify_one();
+        self.shut.notify_waiters();
+    }
+
+    /// Resolves once the outbox is closed (so a connection whose writer
+    /// is stuck on a full socket still ends when the bus lets it go).
+    pub(crate) async fn closed(&self) {
+        loop {
+            let notified = self.shut.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().closed {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Waits for frames; moves all queued ones into `into`. Returns false
@@ -155,24 +201,34 @@ impl Outbox {
 /// Serves one WebSocket until the client leaves or the socket fails: reads
 /// frames into `handler`, writes what arrives in `outbox`. Never sends a
 /// close frame of its own (it answers a client's close frame). The caller
-/// drops the stream afterwards, which closes the TCP connection.
-pub(crate) async fn run<H: FrameHandler>(
-    ws: WebSocketStream<TcpStream>,
+/// drops the stream afterwards, which closes the TCP connection. Returns
+/// how the connection ended.
+pub(crate) async fn run<H: FrameHandler, S: AsyncRead + AsyncWrite + Unpin>(
+    ws: WebSocketStream<S>,
     outbox: &Outbox,
     handler: &mut H,
-) {
+) -> End {
     let (mut sink, mut stream) = ws.split();
     let reader = async {
         while let Some(item) = stream.next().await {
             match item {
                 Ok(tungstenite::Message::Text(text)) => handler.frame(Frame::Text(&text)),
                 Ok(tungstenite::Message::Binary(bytes)) => handler.frame(Frame::Binary(&bytes)),
-                Ok(tungstenite::Message::Close(_)) => return true,
+                Ok(tungstenite::Message::Close(_)) => return End::ClientClosed,
                 Ok(_) => {}
-                Err(_) => return false,
+                Err(tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+                    size,
+                    max_size,
+                })) => {
+                    return End::TooLarge {
+                        size,
+                        max: max_size,
+                    };
+                }
+                Err(_) => return End::Dropped,
             }
         }
-        false
+        End::Dropped
     };
     let writer = async {
         let mut batch = VecDeque::new();
@@ -191,13 +247,15 @@ pub(crate) async fn run<H: FrameHandler>(
             }
         }
     };
-    let client_closed = tokio::select! {
-        closed = reader => closed,
-        () = writer => false,
+    let end = tokio::select! {
+        end = reader => end,
+        () = writer => End::Closed,
+        () = outbox.closed() => End::Closed,
     };
     outbox.close();
-    if client_closed {
+    if end == End::ClientClosed {
         // Send the reply to the client's close frame (queued by tungstenite).
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.flush()).await;
     }
+    end
 }

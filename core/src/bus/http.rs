@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -26,6 +25,11 @@ pub(crate) struct Request {
     pub(crate) path: String,
     /// `Sec-WebSocket-Key`, when the request is a valid WebSocket upgrade.
     pub(crate) websocket_key: Option<String>,
+    /// The token shown (`Authorization: Bearer`, `X-Exocom-Token` or
+    /// `?token=`), see [`super::tokens`].
+    pub(crate) token: Option<Vec<u8>>,
+    /// The role named by `?role=`, if any.
+    pub(crate) role: Option<String>,
     /// Bytes read past the head (the client may send frames right away).
     pub(crate) rest: Vec<u8>,
 }
@@ -37,6 +41,10 @@ pub(crate) enum Target {
     Services,
     /// `/config.json`.
     ConfigJson,
+    /// `GET /metrics` (Prometheus text).
+    Metrics,
+    /// `GET /healthz`.
+    Healthz,
     /// Anything else (HTTP 400).
     Other,
 }
@@ -47,6 +55,8 @@ impl Request {
         match self.path.as_str() {
             "/services" if self.method == "GET" && self.websocket_key.is_some() => Target::Services,
             "/config.json" => Target::ConfigJson,
+            "/metrics" if self.method == "GET" => Target::Metrics,
+            "/healthz" if self.method == "GET" => Target::Healthz,
             _ => Target::Other,
         }
     }
@@ -77,7 +87,9 @@ impl std::fmt::Display for HeadError {
 }
 
 /// Reads one request head.
-pub(crate) async fn read_request(stream: &mut TcpStream) -> Result<Request, HeadError> {
+pub(crate) async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Request, HeadError> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
         if buf.len() >= MAX_HEAD {
@@ -95,16 +107,16 @@ pub(crate) async fn read_request(stream: &mut TcpStream) -> Result<Request, Head
         match req.parse(&buf) {
             Ok(httparse::Status::Partial) => continue,
             Ok(httparse::Status::Complete(len)) => {
+                let target = req.path.unwrap_or("");
+                let target = target.split('#').next().unwrap_or("");
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                let (token, role) = super::tokens::shown(req.headers, query);
                 let request = Request {
                     method: req.method.unwrap_or("").to_owned(),
-                    path: req
-                        .path
-                        .unwrap_or("")
-                        .split(['?', '#'])
-                        .next()
-                        .unwrap_or("")
-                        .to_owned(),
+                    path: path.to_owned(),
                     websocket_key: websocket_key(req.headers),
+                    token,
+                    role,
                     rest: buf[len..].to_vec(),
                 };
                 return Ok(request);
@@ -147,11 +159,11 @@ fn websocket_key(headers: &[httparse::Header<'_>]) -> Option<String> {
 }
 
 /// Completes the WebSocket handshake and wraps the stream.
-pub(crate) async fn accept_websocket(
-    mut stream: TcpStream,
+pub(crate) async fn accept_websocket<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     request: Request,
     config: WebSocketConfig,
-) -> std::io::Result<WebSocketStream<TcpStream>> {
+) -> std::io::Result<WebSocketStream<S>> {
     let key = request.websocket_key.unwrap_or_default();
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
@@ -165,14 +177,25 @@ pub(crate) async fn accept_websocket(
 }
 
 /// Writes a complete response and closes the connection.
-pub(crate) async fn respond(
-    stream: &mut TcpStream,
+pub(crate) async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     status: &str,
     content_type: &str,
     body: &[u8],
 ) -> std::io::Result<()> {
+    respond_with(stream, status, "", content_type, body).await
+}
+
+/// [`respond`] with extra header lines (each ending in `\r\n`).
+pub(crate) async fn respond_with<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: &str,
+    extra_headers: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\n{extra_headers}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let mut out = Vec::with_capacity(head.len() + body.len());
@@ -183,7 +206,7 @@ pub(crate) async fn respond(
 }
 
 /// Answers HTTP 400, as the Go ExoCom does.
-pub(crate) async fn bad_request(stream: &mut TcpStream) -> std::io::Result<()> {
+pub(crate) async fn bad_request<S: AsyncWrite + Unpin>(stream: &mut S) -> std::io::Result<()> {
     respond(
         stream,
         "400 Bad Request",
@@ -194,12 +217,36 @@ pub(crate) async fn bad_request(stream: &mut TcpStream) -> std::io::Result<()> {
 }
 
 /// Answers HTTP 431 for an oversized head.
-pub(crate) async fn too_large(stream: &mut TcpStream) -> std::io::Result<()> {
+pub(crate) async fn too_large<S: AsyncWrite + Unpin>(stream: &mut S) -> std::io::Result<()> {
     respond(
         stream,
         "431 Request Header Fields Too Large",
         "text/plain; charset=utf-8",
         b"Request Header Fields Too Large\n",
+    )
+    .await
+}
+
+/// Answers HTTP 401 to an upgrade without a valid token.
+pub(crate) async fn unauthorized<S: AsyncWrite + Unpin>(stream: &mut S) -> std::io::Result<()> {
+    respond_with(
+        stream,
+        "401 Unauthorized",
+        "WWW-Authenticate: Bearer realm=\"exocom\"\r\n",
+        "text/plain; charset=utf-8",
+        b"Unauthorized: this bus needs the token of a role (Authorization: Bearer TOKEN, X-Exocom-Token: TOKEN, or ?token=TOKEN)\n",
+    )
+    .await
+}
+
+/// Answers HTTP 503 to an upgrade over the connection limit.
+pub(crate) async fn unavailable<S: AsyncWrite + Unpin>(stream: &mut S) -> std::io::Result<()> {
+    respond_with(
+        stream,
+        "503 Service Unavailable",
+        "Retry-After: 1\r\n",
+        "text/plain; charset=utf-8",
+        b"Service Unavailable: too many connections\n",
     )
     .await
 }

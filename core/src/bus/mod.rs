@@ -24,8 +24,10 @@
 //! one copy per receiving role under that role's internal name, one instance
 //! per role, activity stickiness for 60 s, `timestamp` and `responseTime`
 //! stamps, the security adapter, the log line per routed copy. `GET
-//! /config.json` lists the connected clients and the routes; any other
-//! request gets HTTP 400.
+//! /config.json` lists the connected clients and the routes; `GET /metrics`
+//! gives the bus's counters in the Prometheus text format and `GET
+//! /healthz` answers `ok` (503 once stopping), see `docs/metrics.md`; any
+//! other request gets HTTP 400.
 //!
 //! # Where it differs from the deployed Go ExoCom (0.27), on purpose
 //!
@@ -53,6 +55,23 @@
 //!   with a warning that says how many. So a bus restart loses nothing while
 //!   the services reconnect one by one.
 //!
+//! # Who may connect, TLS, limits
+//!
+//! - **Tokens.** With [`BusConfig::tokens`] set (a [`Tokens`] table, role →
+//!   token), an upgrade must show a role's token (`Authorization: Bearer`,
+//!   `X-Exocom-Token` or `?token=`), else it gets HTTP 401, logged with the
+//!   peer's address; the connection may then register only as the role(s)
+//!   whose token it showed (registering as another closes it). Without
+//!   tokens the bus is open, as the deployed ExoCom, and says so in one
+//!   warning line at the start. Tokens are compared in constant time.
+//! - **TLS.** With [`BusConfig::tls`] (PEM certificate chain and key) the
+//!   bus serves `wss://` and `https://` only (rustls, `ring`).
+//! - **Limits.** A frame larger than [`BusConfig::max_message_size`]
+//!   (default 4 MiB) closes its connection with a log line naming it; the
+//!   others go on. Past [`BusConfig::max_connections`] (default 10,000)
+//!   open WebSockets, an upgrade gets HTTP 503. Each refusal is logged once
+//!   and counted in [`LimitCounters`] ([`BusHandle::limits`]).
+//!
 //! # How it is built
 //!
 //! One task per connection reads frames, routes each one at once, and writes
@@ -63,8 +82,11 @@
 //! and logging happen outside it. Payloads are never re-encoded.
 //!
 //! Modules: `http` (the request head, the WebSocket handshake, plain
-//! responses) and `server` (listener, connection tracking, shutdown), both
-//! shared with the mock bus of [`crate::testing`]; `connection` (the loop of
+//! responses) and `server` (listener, TLS handshake, the door: tokens and
+//! the connection limit, connection tracking, shutdown), both shared with
+//! the mock bus of [`crate::testing`]; [`tokens`] (the token table and
+//! what an upgrade shows); [`tls`] (rustls settings of the bus and of a
+//! service); `limits` (the door's counters); `connection` (the loop of
 //! one connection and its outgoing queue); `peer` (what the bus does with a
 //! service's frames: registration, refusals); `shared` (routing one
 //! message, `/config.json`, housekeeping); `router` (the state behind the
@@ -76,14 +98,20 @@
 mod activity;
 mod config;
 pub(crate) mod connection;
+#[doc(hidden)]
+pub mod fuzz;
 pub(crate) mod http;
+mod limits;
 mod log;
+pub(crate) mod metrics;
 mod peer;
 mod router;
 mod security;
 pub(crate) mod server;
 mod shared;
 mod table;
+pub mod tls;
+pub mod tokens;
 pub(crate) mod wire;
 
 use std::net::SocketAddr;
@@ -92,10 +120,15 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 pub use config::BusConfig;
+pub use config::QueuePolicy;
+pub use config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME};
+pub use limits::{LimitCounters, LimitSnapshot};
 pub use log::LogSink;
+pub use tls::{TlsError, TlsFiles};
+pub use tokens::Tokens;
 pub use wire::rfc3339_nanos;
 
-use server::Server;
+use server::{Door, Server};
 use shared::Shared;
 
 /// Why a bus could not start.
@@ -115,6 +148,9 @@ pub enum BusError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error("cannot serve TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// The ExoCom-compatible bus. Start one with [`Bus::start`].
@@ -126,6 +162,7 @@ impl Bus {
     /// The bus runs until [`BusHandle::shutdown`] or until the handle is
     /// dropped.
     pub async fn start(config: BusConfig) -> Result<BusHandle, BusError> {
+        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let listener = server::bind(config.bind).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
                 BusError::PortInUse {
@@ -142,13 +179,28 @@ impl Bus {
             addr: config.bind,
             source: e,
         })?;
+        let limits = LimitCounters::new();
+        let door = Door {
+            tls,
+            tokens: config.tokens.clone(),
+            max_connections: config.max_connections,
+            counters: limits.clone(),
+        };
+        let open = config.tokens.is_empty();
         let shared = Shared::new(config);
-        let server = Server::spawn(listener, shared.clone());
+        shared.attach_limits(limits.clone());
+        if open {
+            shared.warn(
+                "Warning: No tokens configured: any client may connect and register as any role (see EXOCOM_TOKENS)".to_owned(),
+            );
+        }
+        let server = Server::spawn_with(listener, shared.clone(), door);
         shared::spawn_housekeeping(shared.clone(), server.stop_signal(), server.tracker());
         Ok(BusHandle {
             shared,
             server,
             local_addr,
+            limits,
         })
     }
 }
@@ -159,6 +211,7 @@ pub struct BusHandle {
     shared: Arc<Shared>,
     server: Server,
     local_addr: SocketAddr,
+    limits: Arc<LimitCounters>,
 }
 
 impl std::fmt::Debug for BusHandle {
@@ -180,11 +233,31 @@ impl BusHandle {
         self.local_addr
     }
 
+    /// The counters of the door: open connections, refused upgrades and
+    /// registrations, connections closed for oversized frames, failed TLS
+    /// handshakes.
+    pub fn limits(&self) -> &Arc<LimitCounters> {
+        &self.limits
+    }
+
     /// Every log line the bus writes from now on (warnings, route lines,
     /// registrations), whatever its [`LogSink`]. A receiver that falls more
     /// than 4,096 lines behind loses the oldest ones (`RecvError::Lagged`).
     pub fn subscribe_logs(&self) -> broadcast::Receiver<String> {
         self.shared.log.subscribe()
+    }
+
+    /// What `GET /metrics` answers right now (Prometheus text format
+    /// 0.0.4; see `docs/metrics.md`).
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics_text()
+    }
+
+    /// Makes `GET /healthz` answer 503 from now on (the bus goes on
+    /// serving), so that probes take it out of rotation before
+    /// [`BusHandle::shutdown`]; the shutdown does this too.
+    pub fn mark_stopping(&self) {
+        self.shared.mark_stopping();
     }
 
     /// What `GET /config.json` answers right now.
@@ -208,6 +281,7 @@ impl BusHandle {
     /// are forgotten. Returns once the port is free again (so a new bus can
     /// start on it) and the log is written out.
     pub async fn shutdown(self) {
+        self.shared.mark_stopping();
         self.server.shutdown().await;
         self.shared.log.flush().await;
     }

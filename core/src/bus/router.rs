@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::activity::{ActivityTable, ConnId, IdMap};
 use super::config::BusConfig;
 use super::connection::Outbox;
+use super::metrics::{BusMetrics, Gauges};
 use super::security::SecurityState;
 use super::shared::duration_ns;
 use super::table::{Receiver, RoleId, Table};
@@ -20,6 +21,8 @@ use super::table::{Receiver, RoleId, Table};
 struct HeldCopy {
     key: u64,
     frame: Utf8Bytes,
+    /// The receiver's metrics slot.
+    slot: usize,
 }
 
 /// The instances of one role, and copies held for it.
@@ -74,9 +77,9 @@ pub(super) struct Outcome {
 pub(super) enum HoldResult {
     /// An instance registered meanwhile and got it.
     Delivered,
-    /// Held; `first_drop` when holding it pushed out the role's first
-    /// older copy.
-    Held { first_drop: bool },
+    /// Held; `dropped_one` when holding it pushed out an older copy,
+    /// `first_drop` when that was the role's first.
+    Held { dropped_one: bool, first_drop: bool },
     /// The grace period is over.
     Dropped,
 }
@@ -192,6 +195,7 @@ impl Router {
         conn: ConnId,
         name: &str,
         table: &Table,
+        metrics: &BusMetrics,
     ) -> Option<Registered> {
         let role = self.role_id(name, table);
         let current = self.conns.get(&conn)?.role;
@@ -221,6 +225,7 @@ impl Router {
         if flushed > 0 {
             for copy in &held {
                 self.activities.add_member(copy.key, conn);
+                metrics.routed(copy.slot);
             }
             outbox.push_all(held.into_iter().map(|c| c.frame));
         }
@@ -287,7 +292,13 @@ impl Router {
 
     /// Holds a copy for a role without instance, or delivers it if one
     /// registered in the meantime.
-    pub(super) fn hold(&mut self, role: RoleId, key: u64, frame: Utf8Bytes) -> HoldResult {
+    pub(super) fn hold(
+        &mut self,
+        role: RoleId,
+        key: u64,
+        frame: Utf8Bytes,
+        slot: usize,
+    ) -> HoldResult {
         let Router {
             conns,
             roles,
@@ -310,14 +321,18 @@ impl Router {
         if !*grace_open {
             return HoldResult::Dropped;
         }
-        let mut first_drop = false;
+        let (mut dropped_one, mut first_drop) = (false, false);
         if state.held.len() >= *held_per_role {
             state.held.pop_front();
             state.held_dropped += 1;
+            dropped_one = true;
             first_drop = state.held_dropped == 1;
         }
-        state.held.push_back(HeldCopy { key, frame });
-        HoldResult::Held { first_drop }
+        state.held.push_back(HeldCopy { key, frame, slot });
+        HoldResult::Held {
+            dropped_one,
+            first_drop,
+        }
     }
 
     /// Ends the grace period; returns (role, copies still held, copies
@@ -350,6 +365,39 @@ impl Router {
             .collect();
         clients.sort();
         clients
+    }
+
+    /// Instances, queue depths and unregistered connections, for
+    /// `/metrics`: every role of the routes (also without instances) and
+    /// every other role with instances, sorted by name.
+    pub(super) fn gauges(&self, table: &Table) -> Gauges {
+        let mut gauges = Gauges::default();
+        let mut depth = vec![(0usize, 0usize); self.roles.len()];
+        for entry in self.conns.values() {
+            match entry.role {
+                Some(role) => {
+                    let n = entry.outbox.len();
+                    if let Some(d) = depth.get_mut(role as usize) {
+                        d.0 += n;
+                        d.1 = d.1.max(n);
+                    }
+                }
+                None => gauges.unregistered += 1,
+            }
+        }
+        for (id, state) in self.roles.iter().enumerate() {
+            if state.instances.is_empty() && id >= table.len() {
+                continue;
+            }
+            let (sum, max) = depth[id];
+            gauges
+                .roles
+                .push((state.name.clone(), state.instances.len(), sum, max));
+            gauges.held += state.held.len();
+        }
+        gauges.roles.sort_by(|a, b| a.0.cmp(&b.0));
+        gauges.activities = self.activities.len();
+        gauges
     }
 
     pub(super) fn role_name(&self, role: RoleId) -> Arc<str> {

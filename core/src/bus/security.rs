@@ -16,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::value::RawValue;
 
 use super::activity::ConnId;
+use super::metrics::Refusal;
 use super::router::Plan;
 use super::shared::{BUS, Shared};
 use super::table::{self, RoleId};
@@ -156,6 +157,7 @@ impl Shared {
             )
         };
         if let Some(old) = evicted {
+            self.metrics.refused(Refusal::SecurityDropped);
             self.warn(format!(
                 "Warning: Dropped '{}' from '{}' with activityId '{}': more than {} messages wait for authorization",
                 old.msg.name,
@@ -175,6 +177,7 @@ impl Shared {
         if outcome.delivered + outcome.held == 0 {
             let dropped = self.lock().security.held.take(&verdict_activity);
             if dropped.is_some() {
+                self.metrics.refused(Refusal::SecurityDropped);
                 self.warn(format!(
                     "Warning: Dropped '{name}' from '{role_name}' with activityId '{activity}': no instance of '{}' is connected to authorize it",
                     table::SECURITY
@@ -211,6 +214,7 @@ impl Shared {
                     return;
                 };
                 let sender = self.role_name(h.role);
+                self.metrics.refused(Refusal::Unauthorized);
                 self.warn(format!(
                     "Warning: Unauthorized message '{}' from '{sender}' with activityId '{}'",
                     h.msg.name,

@@ -3,7 +3,7 @@
 //! under the lock, then serialize, queue and log outside it); the
 //! whitelist; `/config.json`; and the periodic housekeeping.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,13 +12,15 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::activity::{ActivityKeys, ConnId};
-use super::config::BusConfig;
+use super::config::{BusConfig, QueuePolicy};
 use super::connection::{Outbox, PushError};
 use super::http;
+use super::limits::LimitCounters;
 use super::log::Logger;
+use super::metrics::{BusMetrics, Refusal};
 use super::peer::BusConn;
 use super::router::{HoldResult, Outcome, Plan, Router};
-use super::server::{App, TaskGuard};
+use super::server::{Admitted, App, TaskGuard};
 use super::table::{Receiver, RoleId, Table};
 use super::wire::{self, View};
 
@@ -51,7 +53,14 @@ pub(crate) struct Shared {
     activity_ttl: u64,
     pub(super) security_held_cap: usize,
     queue_capacity: usize,
+    queue_policy: QueuePolicy,
     max_message_size: usize,
+    /// The counters of `/metrics`.
+    pub(super) metrics: BusMetrics,
+    /// Set once the bus is stopping (`/healthz` answers 503).
+    stopping: AtomicBool,
+    /// The door's counters, exported in `/metrics`.
+    limits: std::sync::OnceLock<Arc<LimitCounters>>,
 }
 
 #[derive(Serialize)]
@@ -64,7 +73,12 @@ impl Shared {
     pub(crate) fn new(config: BusConfig) -> Arc<Shared> {
         let table = Table::new(config.routes.clone());
         let router = Router::new(&table, &config);
+        let metrics = BusMetrics::new(&table);
         Arc::new(Shared {
+            metrics,
+            stopping: AtomicBool::new(false),
+            limits: std::sync::OnceLock::new(),
+            queue_policy: config.queue_policy,
             router: Mutex::new(router),
             table,
             log: Logger::new(config.log.clone(), config.log_routes),
@@ -98,6 +112,32 @@ impl Shared {
 
     pub(crate) fn activity_count(&self) -> usize {
         self.lock().activities.len()
+    }
+
+    /// The text of `GET /metrics`.
+    pub(crate) fn metrics_text(&self) -> String {
+        let gauges = self.lock().gauges(&self.table);
+        let limits = self.limits.get().map(|l| l.snapshot());
+        self.metrics.render(&gauges, self.queue_capacity, |e| {
+            if let Some(l) = limits {
+                super::metrics::render_limits(e, &l);
+            }
+        })
+    }
+
+    /// Exports the door's counters in `/metrics`.
+    pub(crate) fn attach_limits(&self, limits: Arc<LimitCounters>) {
+        let _ = self.limits.set(limits);
+    }
+
+    /// Whether `/healthz` answers 200 (not stopping).
+    pub(crate) fn healthy(&self) -> bool {
+        !self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Makes `/healthz` answer 503 from now on.
+    pub(crate) fn mark_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
     }
 
     pub(crate) fn config_json(&self) -> String {
@@ -151,34 +191,34 @@ impl Shared {
                     match outbox.push(frame) {
                         Ok(()) => {
                             outcome.delivered += 1;
+                            self.metrics.routed(receiver.slot);
                             if log_routes {
                                 self.log_route(sender, msg.name, receiver, false);
                             }
                         }
-                        Err(PushError::Full) => {
-                            let dropped = outbox.dropped();
-                            if dropped == 1 || dropped.is_multiple_of(1000) {
-                                self.warn(format!(
-                                    "Warning: Dropped '{}' for '{}': the instance's queue is full ({} messages wait; {dropped} dropped so far)",
-                                    receiver.internal,
-                                    self.role_name(receiver.role),
-                                    outbox.capacity()
-                                ));
-                            }
-                        }
-                        Err(PushError::Closed) => {}
+                        Err(PushError::Full) => self.queue_full(&outbox, receiver),
+                        Err(PushError::Closed) => self.metrics.refused(Refusal::Closed),
                     }
                 }
                 Plan::Hold(i) => {
                     let receiver = &receivers[i];
                     let frame = wire::encode(msg, &receiver.internal, &stamp, since);
-                    let result = self.lock().hold(receiver.role, key, frame);
+                    let result = self.lock().hold(receiver.role, key, frame, receiver.slot);
                     let mut held = false;
                     match result {
-                        HoldResult::Delivered => outcome.delivered += 1,
-                        HoldResult::Held { first_drop } => {
+                        HoldResult::Delivered => {
+                            outcome.delivered += 1;
+                            self.metrics.routed(receiver.slot);
+                        }
+                        HoldResult::Held {
+                            dropped_one,
+                            first_drop,
+                        } => {
                             outcome.held += 1;
                             held = true;
+                            if dropped_one {
+                                self.metrics.refused(Refusal::HeldDropped);
+                            }
                             if first_drop {
                                 self.warn(format!(
                                     "Warning: Too many messages held for '{}' (it has not registered yet): dropping the oldest",
@@ -186,13 +226,17 @@ impl Shared {
                                 ));
                             }
                         }
-                        HoldResult::Dropped => continue,
+                        HoldResult::Dropped => {
+                            self.metrics.refused(Refusal::NoInstance);
+                            continue;
+                        }
                     }
                     if log_routes {
                         self.log_route(sender, msg.name, receiver, held);
                     }
                 }
                 Plan::Missing(i) => {
+                    self.metrics.refused(Refusal::NoInstance);
                     if log_routes {
                         self.warn(format!(
                             "Warning: No instance of '{}' is connected to receive '{}'",
@@ -204,6 +248,34 @@ impl Shared {
             }
         }
         outcome
+    }
+
+    /// A copy for a full queue: dropped (one warning per connection), and
+    /// by the queue policy the connection closed.
+    fn queue_full(&self, outbox: &Outbox, receiver: &Receiver) {
+        self.metrics.refused(Refusal::QueueFull);
+        match self.queue_policy {
+            QueuePolicy::Drop => {
+                if outbox.dropped() == 1 {
+                    self.warn(format!(
+                        "Warning: Dropped '{}' for '{}': the instance's queue is full ({} messages wait); further copies are dropped while it stays full (counted in /metrics)",
+                        receiver.internal,
+                        self.role_name(receiver.role),
+                        outbox.capacity()
+                    ));
+                }
+            }
+            QueuePolicy::Disconnect => {
+                outbox.close();
+                self.metrics.slow_closed();
+                self.warn(format!(
+                    "Warning: Disconnected an instance of '{}': its queue is full ({} messages wait; queue policy 'disconnect'), dropped '{}'",
+                    self.role_name(receiver.role),
+                    outbox.capacity(),
+                    receiver.internal,
+                ));
+            }
+        }
     }
 
     /// `web  --[ users create ]-[ mongo create ]->  users`, and for a copy
@@ -233,6 +305,7 @@ impl Shared {
         let public = self.table.to_public(role, msg.name);
         let receivers = self.table.receivers(public);
         if receivers.is_empty() {
+            self.metrics.refused(Refusal::NoReceivers);
             self.warn(format!(
                 "Warning: No receivers for message '{}' registered",
                 msg.name
@@ -252,6 +325,7 @@ impl Shared {
         plan: &mut Vec<Plan>,
     ) {
         if !self.table.may_send(role, msg.name) {
+            self.metrics.refused(Refusal::NotAllowed);
             self.warn(format!(
                 "Warning: Service '{role_name}' is not allowed to broadcast the message '{}'",
                 msg.name
@@ -277,6 +351,7 @@ impl Shared {
     fn close_grace(&self) {
         let report = self.lock().close_grace();
         for (role, held, dropped_before) in report {
+            self.metrics.refused_n(Refusal::HeldDropped, held as u64);
             let mut line = format!(
                 "Warning: Dropped {held} messages held for '{role}': no instance registered within the startup grace period of {:?}",
                 self.grace
@@ -303,6 +378,7 @@ impl Shared {
             (held, requests)
         };
         for h in held {
+            self.metrics.refused(Refusal::SecurityDropped);
             self.warn(format!(
                 "Warning: Dropped '{}' from '{}' with activityId '{}': the security role did not answer in time",
                 h.msg.name,
@@ -353,12 +429,25 @@ impl App for Shared {
     type Conn = BusConn;
 
     fn open(self: &Arc<Self>, outbox: Arc<Outbox>) -> BusConn {
+        self.metrics.opened();
         let id = self.lock().add_conn(outbox);
         BusConn::new(self.clone(), id)
     }
 
+    fn open_admitted(self: &Arc<Self>, outbox: Arc<Outbox>, admitted: Admitted) -> BusConn {
+        self.open(outbox.clone()).with_door(admitted, outbox)
+    }
+
     fn config_json(&self) -> String {
         Shared::config_json(self)
+    }
+
+    fn metrics(&self) -> Option<String> {
+        Some(self.metrics_text())
+    }
+
+    fn healthy(&self) -> bool {
+        Shared::healthy(self)
     }
 
     fn warn(&self, line: String) {

@@ -28,6 +28,8 @@ pub(crate) const SECURITY_RESPONSE: &str = "security response";
 pub(crate) struct Receiver {
     pub(crate) role: RoleId,
     pub(crate) internal: Arc<str>,
+    /// This (public name, role) pair's counter in the bus's metrics.
+    pub(crate) slot: usize,
 }
 
 /// The compiled route of one role.
@@ -52,6 +54,8 @@ pub(crate) struct Table {
     pub(crate) security_response: Vec<Receiver>,
     /// The routes as `/config.json` shows them (every list present).
     pub(crate) routes_json: String,
+    /// The (public name, receiving role) of each [`Receiver::slot`].
+    pub(crate) slots: Vec<(Arc<str>, RoleId)>,
 }
 
 /// The fixed route of the security role.
@@ -75,6 +79,7 @@ impl Table {
         let mut roles = Vec::with_capacity(routes.roles.len());
         let mut ids = HashMap::with_capacity(routes.roles.len());
         let mut receivers: HashMap<String, Vec<Receiver>> = HashMap::new();
+        let mut slots: Vec<(Arc<str>, RoleId)> = Vec::new();
         for (index, (name, route)) in routes.roles.iter().enumerate() {
             let id = index as RoleId;
             ids.insert(name.clone(), id);
@@ -92,7 +97,9 @@ impl Table {
                     list.push(Receiver {
                         role: id,
                         internal: Arc::from(internal.as_str()),
+                        slot: slots.len(),
                     });
+                    slots.push((Arc::from(public), id));
                 }
             }
             roles.push(RoleTable {
@@ -102,18 +109,25 @@ impl Table {
             });
         }
         let security = ids.get(SECURITY).copied();
-        let fixed = |name: &str| -> Vec<Receiver> {
+        let mut fixed = |name: &str| -> Vec<Receiver> {
             security
-                .map(|role| Receiver {
-                    role,
-                    internal: Arc::from(name),
+                .map(|role| {
+                    slots.push((Arc::from(name), role));
+                    Receiver {
+                        role,
+                        internal: Arc::from(name),
+                        slot: slots.len() - 1,
+                    }
                 })
                 .into_iter()
                 .collect()
         };
+        let authorize = fixed(AUTHORIZE);
+        let security_response = fixed(SECURITY_RESPONSE);
         Table {
-            authorize: fixed(AUTHORIZE),
-            security_response: fixed(SECURITY_RESPONSE),
+            authorize,
+            security_response,
+            slots,
             routes_json: routes.to_json(),
             roles,
             ids,

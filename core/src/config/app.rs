@@ -86,11 +86,35 @@ impl AppConfig {
             )]);
         }
         let doc = Document::read(&file).map_err(|e| vec![e])?;
+        AppConfig::from_document(&doc, file, dir, env)
+    }
+
+    /// Reads `application.yml` from its text (`file` names it in errors
+    /// and locates the services' directories, which are read from the
+    /// file system as by [`AppConfig::load`]). For fuzzing and tools that
+    /// hold the text already.
+    #[doc(hidden)]
+    pub fn parse_text(file: &Path, text: &str, env: &Env) -> Result<AppConfig, Vec<ConfigError>> {
+        let doc = Document::parse(file, text).map_err(|e| vec![e])?;
+        let dir = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        AppConfig::from_document(&doc, file.to_owned(), dir, env)
+    }
+
+    /// The application in a parsed `application.yml`.
+    fn from_document(
+        doc: &Document,
+        file: PathBuf,
+        dir: PathBuf,
+        env: &Env,
+    ) -> Result<AppConfig, Vec<ConfigError>> {
         let env = env.without(env::ROLE);
         let mut errors = Vec::new();
         let mut app = AppConfig {
             name: None,
-            file: file.clone(),
+            file,
             dir: dir.clone(),
             services: Vec::new(),
             skipped: Vec::new(),
@@ -103,12 +127,12 @@ impl AppConfig {
             Ok(name) => app.name = name,
             Err(e) => errors.push(e),
         }
-        let entries = match collect_entries(&doc) {
+        let entries = match collect_entries(doc) {
             Ok(entries) => entries,
             Err(e) => return Err(vec![e]),
         };
         for (key, node, visibility) in entries {
-            match read_service(&doc, &dir, &key, node, visibility, &env) {
+            match read_service(doc, &dir, &key, node, visibility, &env) {
                 Ok(Some(service)) => {
                     if app.services.iter().any(|s| s.role == service.role) {
                         errors.push(

@@ -11,7 +11,7 @@ pub mod service_file;
 pub mod yaml;
 
 pub use app::{AppConfig, AppService, Visibility};
-pub use env::Env;
+pub use env::{BusUrl, Env, Secret};
 
 use crate::routes::{Translation, is_valid_role};
 use service_file::ServiceFile;
@@ -108,12 +108,28 @@ pub struct ServiceConfig {
     pub exocom_host: String,
     /// ExoCom's port (`EXOCOM_PORT`, default 80).
     pub exocom_port: u16,
+    /// ExoCom's URL when given as one (`EXOCOM_URL`, `ws://` or `wss://`,
+    /// written out in full); it wins over `exocom_host` and `exocom_port`
+    /// (which are set from it).
+    pub exocom_url: Option<String>,
+    /// The token shown to the bus on connecting (`EXOCOM_TOKEN`).
+    pub exocom_token: Option<Secret>,
+    /// The certificates trusted for `wss://` instead of the system's roots
+    /// (`EXOCOM_CA_FILE`, PEM).
+    pub exocom_ca_file: Option<PathBuf>,
     /// Limit of handlers in flight.
     pub concurrency: usize,
     /// Capacity of the outgoing buffer.
     pub outgoing_buffer: usize,
     /// Time running handlers get to finish when the service stops.
     pub drain_timeout: Duration,
+    /// Serve `/metrics` and `/healthz` on this port
+    /// (`EXOSERVICE_METRICS_PORT`; 0: any free port; `None`, the default:
+    /// no metrics endpoint).
+    pub metrics_port: Option<u16>,
+    /// The IP address of the metrics endpoint (`EXOSERVICE_METRICS_BIND`,
+    /// default `127.0.0.1`).
+    pub metrics_bind: std::net::IpAddr,
 }
 
 impl ServiceConfig {
@@ -136,16 +152,23 @@ impl ServiceConfig {
             setup: None,
             exocom_host: "localhost".into(),
             exocom_port: 80,
+            exocom_url: None,
+            exocom_token: None,
+            exocom_ca_file: None,
             concurrency: DEFAULT_CONCURRENCY,
             outgoing_buffer: DEFAULT_OUTGOING_BUFFER,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            metrics_port: None,
+            metrics_bind: std::net::IpAddr::from([127, 0, 0, 1]),
         }
     }
 
     /// Reads the service in `dir`: its `service.yml` (or `config.yml`) and
     /// the environment of this process (`ROLE`, `EXOCOM_HOST`, `EXOCOM_PORT`,
     /// `EXOSERVICE_CONCURRENCY`, `EXOSERVICE_OUTGOING_BUFFER`,
-    /// `EXOSERVICE_DRAIN_TIMEOUT_MS`), which win over the file.
+    /// `EXOSERVICE_DRAIN_TIMEOUT_MS`, `EXOSERVICE_METRICS_PORT`,
+    /// `EXOSERVICE_METRICS_BIND`, `EXOCOM_URL`, `EXOCOM_TOKEN`,
+    /// `EXOCOM_CA_FILE`), which win over the file.
     pub fn load(dir: impl AsRef<Path>) -> Result<ServiceConfig, ConfigError> {
         ServiceConfig::load_with(dir.as_ref(), &Env::process(), None)
     }
@@ -190,6 +213,11 @@ impl ServiceConfig {
         if let Some(port) = env.port()? {
             config.exocom_port = port;
         }
+        if let Some(url) = env.exocom_url()? {
+            config = config.with_bus_url(&url);
+        }
+        config.exocom_token = env.exocom_token()?;
+        config.exocom_ca_file = env.exocom_ca_file()?;
         let count = |file: Option<u64>, var: &str| -> Result<Option<usize>, ConfigError> {
             Ok(env.count(var)?.or(file).map(|n| n as usize))
         };
@@ -199,6 +227,12 @@ impl ServiceConfig {
         if let Some(n) = count(parsed.outgoing_buffer, env::OUTGOING_BUFFER)? {
             config.outgoing_buffer = n;
         }
+        if let Some(port) = env.metrics_port()? {
+            config.metrics_port = Some(port);
+        }
+        if let Some(ip) = env.metrics_bind()? {
+            config.metrics_bind = ip;
+        }
         if let Some(d) = env.drain_timeout()? {
             config.drain_timeout = d;
         } else if let Some(ms) = parsed.drain_timeout_ms {
@@ -207,12 +241,59 @@ impl ServiceConfig {
         Ok((config, parsed.translations))
     }
 
+    /// The same config serving `/metrics` and `/healthz` on this port of
+    /// `metrics_bind` (0: any free port).
+    pub fn with_metrics_port(mut self, port: u16) -> Self {
+        self.metrics_port = Some(port);
+        self
+    }
+
     /// The same config pointed at another bus.
     pub fn with_exocom(mut self, host: impl Into<String>, port: u16) -> Self {
         self.exocom_host = host.into();
         self.exocom_port = port;
+        self.exocom_url = None;
         self
     }
+
+    /// The same config pointed at the bus at this URL (`ws://HOST:PORT` or
+    /// `wss://HOST:PORT`, see [`env::bus_url`]).
+    pub fn with_exocom_url(self, url: &str) -> Result<Self, ConfigError> {
+        let url = env::bus_url(url).map_err(|e| ConfigError::new("(bus URL)", e))?;
+        Ok(self.with_bus_url(&url))
+    }
+
+    fn with_bus_url(mut self, url: &BusUrl) -> Self {
+        self.exocom_host.clone_from(&url.host);
+        self.exocom_port = url.port;
+        self.exocom_url = Some(url.to_url());
+        self
+    }
+
+    /// The same config showing this token to the bus.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.exocom_token = Some(Secret::new(token));
+        self
+    }
+
+    /// The same config trusting the certificates in this PEM file for
+    /// `wss://` (instead of the system's roots).
+    pub fn with_ca_file(mut self, file: impl Into<PathBuf>) -> Self {
+        self.exocom_ca_file = Some(file.into());
+        self
+    }
+}
+
+/// Reads a service file from its text alone (no file system, no process
+/// environment): what [`ServiceConfig::load`] does with the file's
+/// contents, with an empty environment. `file` names the text in errors.
+/// For fuzzing and tools that hold the text already.
+#[doc(hidden)]
+pub fn parse_service_text(file: &Path, text: &str) -> Result<ServiceConfig, ConfigError> {
+    let doc = yaml::Document::parse(file, text)?;
+    let parsed = service_file::parse(&doc)?;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    Ok(ServiceConfig::from_file(parsed, dir, &Env::empty(), None)?.0)
 }
 
 /// The role, first found: `ROLE`; the key in `application.yml`; `type:`

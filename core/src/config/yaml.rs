@@ -145,7 +145,7 @@ impl Document {
                 },
             });
         }
-        match serde_saphyr::from_str::<Node>(text) {
+        match serde_saphyr::from_str_with_options::<Node>(text, options()) {
             Ok(root) => Ok(Document {
                 file: file.to_owned(),
                 root,
@@ -175,10 +175,28 @@ impl Document {
     }
 }
 
+/// The deepest nesting of sequences and mappings a file may have. Config
+/// files need a handful of levels; the limit keeps parsing, which recurses
+/// per level, well within a 2 MiB thread stack even in a debug build
+/// (where a level costs about 50 KiB of stack).
+pub const MAX_DEPTH: usize = 24;
+
+/// The parser's options: its defaults, with [`MAX_DEPTH`].
+fn options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
 /// The parser's message without its own position suffix (we print the
 /// position in front, as `file:line:col:`).
 fn syntax_message(err: &serde_saphyr::Error) -> String {
     let text = err.to_string();
+    if text.contains("budget breached: Depth") || text.contains("recursion limit exceeded") {
+        return format!("invalid YAML: nested more than {MAX_DEPTH} levels deep");
+    }
     let first = text.lines().next().unwrap_or("").trim();
     let cut = first
         .find(" at line ")
@@ -330,6 +348,50 @@ impl Document {
                     format!("{what} must be a whole number above 0, found {}", n.kind()),
                 )),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing: a file nested a few dozen levels deep overflowed
+    /// a 2 MiB thread stack in a debug build. Deep nesting is an error now.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let file = Path::new("service.yml");
+        let ok = format!(
+            "a: {}1{}",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        assert!(Document::parse(file, &ok).is_ok());
+        for depth in [MAX_DEPTH + 1, 45, 10_000] {
+            let text = format!("a: {}1{}", "[".repeat(depth), "]".repeat(depth));
+            let mixed = format!("a: {}1{}", "{b: [".repeat(depth), "]}".repeat(depth));
+            let block = (0..depth.min(100)).fold(String::new(), |mut s, i| {
+                s.push_str(&format!("{}k:\n", "  ".repeat(i)));
+                s
+            });
+            let unclosed = format!("a: {}", "{b: [".repeat(depth));
+            let err = Document::parse(file, &unclosed).unwrap_err();
+            assert!(err.message.starts_with("invalid YAML: "), "{err}");
+            for text in [text, mixed, block] {
+                let err = std::thread::Builder::new()
+                    .stack_size(2 << 20)
+                    .spawn(move || Document::parse(Path::new("service.yml"), &text))
+                    .unwrap()
+                    .join()
+                    .expect("no stack overflow")
+                    .unwrap_err();
+                assert_eq!(err.file, file);
+                assert_eq!(
+                    err.message,
+                    format!("invalid YAML: nested more than {MAX_DEPTH} levels deep"),
+                    "{err}"
+                );
+            }
         }
     }
 }

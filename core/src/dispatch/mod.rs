@@ -15,16 +15,19 @@
 //! (logged and dropped).
 
 mod client;
+mod metrics;
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use client::Shared;
 pub use client::{ActivityWatch, Client, Ctx, PendingRequest};
+use metrics::{MetricsServer, Probe, ServiceMetrics};
 
 use crate::config::ServiceConfig;
 use crate::error::{ExoError, Result};
@@ -32,13 +35,34 @@ use crate::message::{self, Message};
 use crate::relay::{Inbound, Outbox, Relay, RelayConfig};
 
 /// One incoming message for a handler, with the powers to answer it. It
-/// holds one of the service's concurrency slots until it is dropped.
+/// holds one of the service's concurrency slots until it is dropped; then
+/// it counts as handled in the service's metrics (with the time since it
+/// was handed out as the handler's latency).
 pub struct Delivery {
     ctx: Ctx,
     _slot: OwnedSemaphorePermit,
+    metrics: Arc<ServiceMetrics>,
+    metric_slot: usize,
+    start: Instant,
+    failed: AtomicBool,
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.metrics
+            .finished(self.metric_slot, self.start, *self.failed.get_mut());
+    }
 }
 
 impl Delivery {
+    /// Marks the handler as failed: the delivery counts as a handler error
+    /// in the service's metrics (`exoservice_handler_errors_total`) when it
+    /// is dropped. Hosts call it when a handler throws, rejects or returns
+    /// an error; calling it again changes nothing.
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
     /// The message to handle.
     pub fn message(&self) -> &Message {
         self.ctx.message()
@@ -74,6 +98,7 @@ pub struct DrainReport {
 /// The incoming side: what the relay hands messages to.
 struct Incoming {
     shared: Arc<Shared>,
+    metrics: Arc<ServiceMetrics>,
     handled: RwLock<HashSet<String>>,
     stopping: AtomicBool,
     announce: AtomicBool,
@@ -109,6 +134,7 @@ impl Inbound for Incoming {
             .unwrap_or_else(|p| p.into_inner())
             .contains(&msg.name);
         if !handled {
+            self.metrics.unhandled();
             tracing::warn!(
                 "received '{}' (activity {}) but no handler is registered for it; dropped",
                 msg.name,
@@ -117,6 +143,7 @@ impl Inbound for Incoming {
             return None;
         }
         if self.stopping.load(Ordering::Acquire) {
+            self.metrics.unhandled();
             tracing::warn!(
                 "not handled: '{}' (activity {}) arrived while the service is stopping",
                 msg.name,
@@ -148,8 +175,10 @@ pub struct Engine {
     slots: Arc<Semaphore>,
     queue_tx: Mutex<Option<mpsc::Sender<Message>>>,
     queue_rx: tokio::sync::Mutex<mpsc::Receiver<Message>>,
-    relay: Mutex<Option<Relay>>,
+    relay: Arc<Mutex<Option<Relay>>>,
     stop_tx: watch::Sender<bool>,
+    metrics: Arc<ServiceMetrics>,
+    metrics_server: Mutex<Option<MetricsServer>>,
 }
 
 impl Engine {
@@ -162,6 +191,7 @@ impl Engine {
     /// An engine whose I/O runs on the given runtime.
     pub fn with_runtime(config: ServiceConfig, runtime: tokio::runtime::Handle) -> Engine {
         let concurrency = config.concurrency.max(1);
+        let metrics = Arc::new(ServiceMetrics::new(&config.receives));
         let outbox = Arc::new(Outbox::new(config.outgoing_buffer));
         let shared = Arc::new(Shared {
             config: Arc::new(config),
@@ -174,6 +204,7 @@ impl Engine {
         Engine {
             incoming: Arc::new(Incoming {
                 shared: shared.clone(),
+                metrics: metrics.clone(),
                 handled: RwLock::default(),
                 stopping: AtomicBool::new(false),
                 announce: AtomicBool::new(true),
@@ -182,8 +213,10 @@ impl Engine {
             slots: Arc::new(Semaphore::new(concurrency)),
             queue_tx: Mutex::new(Some(queue_tx)),
             queue_rx: tokio::sync::Mutex::new(queue_rx),
-            relay: Mutex::new(None),
+            relay: Arc::new(Mutex::new(None)),
             stop_tx: watch::channel(false).0,
+            metrics,
+            metrics_server: Mutex::new(None),
         }
     }
 
@@ -239,11 +272,25 @@ impl Engine {
             return Ok(());
         };
         let config = self.config();
-        let relay_config = RelayConfig::new(
-            config.exocom_host.clone(),
-            config.exocom_port,
-            config.role.clone(),
-        );
+        if let Some(port) = config.metrics_port {
+            let incoming = self.incoming.clone();
+            let probe = Probe {
+                outbox: self.client.shared.outbox.clone(),
+                relay: self.relay.clone(),
+                stopping: Arc::new(move || incoming.stopping.load(Ordering::Acquire)),
+            };
+            let server = MetricsServer::start(
+                SocketAddr::new(config.metrics_bind, port),
+                self.metrics.clone(),
+                probe,
+                &self.client.shared.runtime,
+            )?;
+            *self
+                .metrics_server
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(server);
+        }
+        let relay_config = RelayConfig::for_service(config)?;
         let shared = &self.client.shared;
         let _guard = shared.runtime.enter();
         let relay = Relay::start(
@@ -254,6 +301,16 @@ impl Engine {
         );
         *self.relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay);
         Ok(())
+    }
+
+    /// Where `/metrics` and `/healthz` are served (when the config sets
+    /// `metrics_port`, once [`Engine::connect`] ran, until the drain ends).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(MetricsServer::addr)
     }
 
     /// Whether the connection to the bus is up.
@@ -305,9 +362,14 @@ impl Engine {
             _ = &mut stopped => return None,
             msg = queue.recv() => msg?,
         };
+        self.metrics.started();
         Some(Delivery {
+            metric_slot: self.metrics.slot(&msg.name),
             ctx: Ctx::new(self.client.clone(), msg),
             _slot: slot,
+            metrics: self.metrics.clone(),
+            start: Instant::now(),
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -391,6 +453,12 @@ impl Engine {
         } else {
             self.client.shared.outbox.close();
         }
+        drop(
+            self.metrics_server
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         report
     }
 }

@@ -1,6 +1,8 @@
-//! The connection to ExoCom: connect to `ws://HOST:PORT/services`, register,
-//! reconnect forever with backoff, re-register after each reconnect, and
-//! keep outgoing messages in a bounded buffer while the bus is away.
+//! The connection to ExoCom: connect to `ws://HOST:PORT/services` (or the
+//! `ws://`/`wss://` URL of `EXOCOM_URL`, showing the `EXOCOM_TOKEN` as
+//! `Authorization: Bearer`), register, reconnect forever with backoff,
+//! re-register after each reconnect, and keep outgoing messages in a
+//! bounded buffer while the bus is away.
 //!
 //! The relay leaves by closing the TCP connection without a WebSocket close
 //! frame (the deployed Go ExoCom crashes on close frames).
@@ -13,14 +15,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub use backoff::Backoff;
 pub use outbox::{Outbox, PushError};
 
+use crate::config::{ConfigError, Secret, ServiceConfig, env};
 use crate::message::{self, Message};
 
 /// Frames written per flush at most.
@@ -41,6 +49,12 @@ pub struct RelayConfig {
     pub backoff_cap: Duration,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
+    /// The bus's URL (`ws://` or `wss://`); `None`: `ws://HOST:PORT/services`.
+    pub url: Option<String>,
+    /// The token shown on the upgrade request (`Authorization: Bearer`).
+    pub token: Option<Secret>,
+    /// The TLS settings for a `wss://` URL (see [`RelayConfig::for_service`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl RelayConfig {
@@ -53,12 +67,40 @@ impl RelayConfig {
             backoff_start: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            url: None,
+            token: None,
+            tls: None,
         }
+    }
+
+    /// The relay settings of a service: its bus (host and port, or its
+    /// URL), its role, its token; for a `wss://` URL the TLS settings
+    /// (trusting the CA file when one is given, else the system's roots).
+    pub fn for_service(config: &ServiceConfig) -> Result<RelayConfig, ConfigError> {
+        let mut relay = RelayConfig::new(
+            config.exocom_host.clone(),
+            config.exocom_port,
+            config.role.clone(),
+        );
+        relay.token.clone_from(&config.exocom_token);
+        if let Some(url) = &config.exocom_url {
+            let parsed = env::bus_url(url).map_err(|e| env::var_error(env::EXOCOM_URL, e))?;
+            if parsed.tls {
+                let connector = crate::bus::tls::client_config(config.exocom_ca_file.as_deref())
+                    .map_err(|e| env::var_error(env::EXOCOM_CA_FILE, e.to_string()))?;
+                relay.tls = Some(connector);
+            }
+            relay.url = Some(parsed.to_url());
+        }
+        Ok(relay)
     }
 
     /// The bus's WebSocket URL.
     pub fn url(&self) -> String {
-        format!("ws://{}:{}/services", self.host, self.port)
+        match &self.url {
+            Some(url) => url.clone(),
+            None => format!("ws://{}:{}/services", self.host, self.port),
+        }
     }
 }
 
@@ -192,16 +234,13 @@ async fn connection_loop(
         if *stop.borrow() {
             return;
         }
-        let connect = tokio::time::timeout(
-            config.connect_timeout,
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config()), true),
-        );
+        let connect = tokio::time::timeout(config.connect_timeout, open(&config, &url));
         let attempt = tokio::select! {
             r = connect => r,
             _ = stop.changed() => return,
         };
         let error = match attempt {
-            Ok(Ok((ws, _))) => {
+            Ok(Ok(ws)) => {
                 if backoff.failures() > 0 {
                     tracing::info!(
                         "reached ExoCom at {url} after {} failed attempts",
@@ -210,16 +249,32 @@ async fn connection_loop(
                 }
                 backoff.reset();
                 status.connected.store(true, Ordering::Release);
-                let reason = session(
-                    ws,
-                    &config,
-                    &outbox,
-                    &*inbound,
-                    &deliveries,
-                    &mut stop,
-                    &status,
-                )
-                .await;
+                let reason = match ws {
+                    Connected::Plain(ws) => {
+                        session(
+                            ws,
+                            &config,
+                            &outbox,
+                            &*inbound,
+                            &deliveries,
+                            &mut stop,
+                            &status,
+                        )
+                        .await
+                    }
+                    Connected::Tls(ws) => {
+                        session(
+                            *ws,
+                            &config,
+                            &outbox,
+                            &*inbound,
+                            &deliveries,
+                            &mut stop,
+                            &status,
+                        )
+                        .await
+                    }
+                };
                 status.connected.store(false, Ordering::Release);
                 if *stop.borrow() {
                     return;
@@ -227,7 +282,7 @@ async fn connection_loop(
                 tracing::warn!("lost the connection to ExoCom at {url}: {reason}; reconnecting");
                 continue;
             }
-            Ok(Err(e)) => e.to_string(),
+            Ok(Err(e)) => e,
             Err(_) => format!("no answer within {:?}", config.connect_timeout),
         };
         let delay = backoff.next_delay();
@@ -260,13 +315,74 @@ impl Drop for Batch<'_> {
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A connected WebSocket, plain or over TLS (short-lived: it is moved into
+/// the session at once).
+#[allow(clippy::large_enum_variant)]
+enum Connected {
+    Plain(WebSocketStream<TcpStream>),
+    Tls(Box<WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
+/// One connection attempt: TCP, TLS for `wss://`, the upgrade with the
+/// token. Errors say what the bus answered.
+async fn open(config: &RelayConfig, url: &str) -> Result<Connected, String> {
+    let parsed = env::bus_url(url)?;
+    let tcp = TcpStream::connect((parsed.host.as_str(), parsed.port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    if let Some(token) = &config.token {
+        let value = HeaderValue::try_from(format!("Bearer {}", token.expose()))
+            .map_err(|_| "EXOCOM_TOKEN cannot be sent in an HTTP header".to_owned())?;
+        request.headers_mut().insert(header::AUTHORIZATION, value);
+        // Says which role the token is for, so a mix-up gets HTTP 401.
+        if let Ok(role) = HeaderValue::try_from(config.role.as_str()) {
+            request.headers_mut().insert("x-exocom-role", role);
+        }
+    }
+    let refused = |e: tungstenite::Error| match &e {
+        tungstenite::Error::Http(response) => match response.status() {
+            StatusCode::UNAUTHORIZED if config.token.is_some() => format!(
+                "the bus refused the token of '{}' (HTTP 401): check EXOCOM_TOKEN",
+                config.role
+            ),
+            StatusCode::UNAUTHORIZED => format!(
+                "the bus wants a token (HTTP 401): set EXOCOM_TOKEN to the token of '{}'",
+                config.role
+            ),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                "the bus has too many connections (HTTP 503)".to_owned()
+            }
+            status => format!("the bus answered HTTP {status}"),
+        },
+        _ => e.to_string(),
+    };
+    if !parsed.tls {
+        let (ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(ws_config()))
+            .await
+            .map_err(refused)?;
+        return Ok(Connected::Plain(ws));
+    }
+    let Some(tls) = &config.tls else {
+        return Err("a wss:// URL needs TLS settings (RelayConfig::for_service makes them)".into());
+    };
+    let name = rustls::pki_types::ServerName::try_from(parsed.host.clone())
+        .map_err(|_| format!("{:?} is not a host name TLS can check", parsed.host))?;
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
+        .await
+        .map_err(refused)?;
+    Ok(Connected::Tls(Box::new(ws)))
+}
 
 /// One connection: register, then write and read until it breaks or the
 /// relay stops. Returns why it ended.
-async fn session(
-    ws: Ws,
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: WebSocketStream<S>,
     config: &RelayConfig,
     outbox: &Outbox,
     inbound: &dyn Inbound,
