@@ -68,7 +68,8 @@ fn exocom_bin() -> PathBuf {
 struct BusLog {
     registered: AtomicUsize,
     disconnected: AtomicUsize,
-    /// `Warning: ...` and `Error: ...` lines.
+    /// `Warning: ...` and `Error: ...` lines after the steady pair
+    /// registered.
     problems: Mutex<Vec<String>>,
 }
 
@@ -99,15 +100,21 @@ impl BusProcess {
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let counts = log.clone();
         std::thread::spawn(move || {
+            // Warnings count once the steady pair registered (start-up
+            // warnings, say that no tokens are configured, come before).
+            let mut pair = 0;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(port) = line.strip_prefix("ExoCom online at port ") {
+                if line == "'consumer' registered" || line == "'producer' registered" {
+                    pair += 1;
+                } else if let Some(port) = line.strip_prefix("ExoCom online at port ") {
                     let _ = port_tx.send(port.trim().parse::<u16>().ok());
                 } else if line == "'churn' registered" {
                     counts.registered.fetch_add(1, Ordering::Relaxed);
                 } else if line == "'churn' disconnected" {
                     counts.disconnected.fetch_add(1, Ordering::Relaxed);
-                } else if line.starts_with("Warning:") || line.starts_with("Error:") {
+                } else if pair >= 2 && (line.starts_with("Warning:") || line.starts_with("Error:"))
+                {
                     counts.problems.lock().unwrap().push(line);
                 }
             }
@@ -290,9 +297,6 @@ async fn churn_loses_nothing_and_gives_memory_back() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Start-up warnings (say, that no tokens are configured) are not the
-    // churn's business.
-    bus.log.problems.lock().unwrap().clear();
     let stream = Arc::new(Stream::default());
     let stop = Arc::new(AtomicBool::new(false));
 
