@@ -401,26 +401,34 @@ async fn bench_inner(args: &BenchArgs) -> Result<(), String> {
     engine.drain().await;
 
     if args.idle > 0 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let before = bus.rss_kib();
-        let conns = open_idle(bus.port, args.idle).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let after = bus.rss_kib();
-        println!();
-        println!(
-            "bus RSS with {} idle registered connections: {} (before them: {}; {} per connection)",
-            conns.len(),
-            mib(after),
-            mib(before),
-            match (before, after) {
-                (Some(b), Some(a)) => format!(
-                    "{:.1} KiB",
-                    a.saturating_sub(b) as f64 / conns.len().max(1) as f64
-                ),
-                _ => "n/a".into(),
+        // Once on the loaded bus, once on a fresh one: the allocator keeps
+        // some of what the load used, so the fresh bus shows what idle
+        // connections alone cost.
+        let fresh = BusProcess::start(&exocom, ROUTES).await?;
+        for (label, bus) in [("after the load", &bus), ("fresh bus", &fresh)] {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let before = bus.rss_kib();
+            let conns = open_idle(bus.port, args.idle).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let after = bus.rss_kib();
+            if label == "after the load" {
+                println!();
             }
-        );
-        drop(conns);
+            println!(
+                "bus RSS with {} idle registered connections ({label}): {} (before them: {}; {} per connection)",
+                conns.len(),
+                mib(after),
+                mib(before),
+                match (before, after) {
+                    (Some(b), Some(a)) => format!(
+                        "{:.1} KiB",
+                        a.saturating_sub(b) as f64 / conns.len().max(1) as f64
+                    ),
+                    _ => "n/a".into(),
+                }
+            );
+            drop(conns);
+        }
     }
     Ok(())
 }
