@@ -11,16 +11,14 @@ use exoservice::bus::{Bus, BusConfig, BusHandle, LogSink, QueuePolicy};
 use exoservice::config::ServiceConfig;
 use exoservice::routes::Routes;
 use exoservice::{Ctx, Service};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const WAIT: Duration = Duration::from_secs(10);
+mod support;
+
+use support::{Client, WAIT};
 
 // ---------------------------------------------------------------------
 // A strict parser of the text exposition format 0.0.4.
@@ -365,68 +363,6 @@ fn the_parser_is_strict() {
 // ---------------------------------------------------------------------
 // Clients.
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A raw service connection.
-struct Client {
-    sink: SplitSink<Ws, WsMessage>,
-    stream: SplitStream<Ws>,
-    role: String,
-}
-
-impl Client {
-    async fn connect(port: u16) -> Client {
-        let url = format!("ws://127.0.0.1:{port}/services");
-        let (ws, _) = timeout(WAIT, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        let (sink, stream) = ws.split();
-        Client {
-            sink,
-            stream,
-            role: String::new(),
-        }
-    }
-
-    async fn register(port: u16, role: &str) -> Client {
-        let mut c = Client::connect(port).await;
-        c.role = role.to_owned();
-        c.raw(json!({"name": "exocom.register-service", "sender": role, "id": "r", "activityId": "r"}).to_string())
-            .await;
-        c
-    }
-
-    async fn raw(&mut self, text: String) {
-        self.sink
-            .send(WsMessage::text(text))
-            .await
-            .expect("send a frame");
-    }
-
-    async fn send(&mut self, name: &str, activity: &str, payload: Value) {
-        let frame = json!({"name": name, "id": format!("{name}-{activity}"), "activityId": activity, "sender": self.role, "payload": payload});
-        self.raw(frame.to_string()).await;
-    }
-
-    /// The next frame within `wait`; `None` when the connection ended.
-    async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
-        loop {
-            match timeout(wait, self.stream.next()).await {
-                Ok(Some(Ok(WsMessage::Text(t)))) => return Some(serde_json::from_str(&t).unwrap()),
-                Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_)))) => {
-                    continue;
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    async fn recv(&mut self) -> Value {
-        self.recv_within(WAIT).await.expect("a frame in time")
-    }
-}
-
 /// `GET path` on 127.0.0.1:port: (status code, body).
 async fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = timeout(WAIT, TcpStream::connect(("127.0.0.1", port)))
@@ -533,10 +469,12 @@ async fn bus_counters_match_the_traffic_sent() {
             .await;
     }
     tester
-        .raw(json!({"name": "ping", "sender": "log", "id": "x", "activityId": "x"}).to_string())
+        .send_raw(
+            json!({"name": "ping", "sender": "log", "id": "x", "activityId": "x"}).to_string(),
+        )
         .await;
     for garbage in ["not json", "[1,2]", "{\"id\":\"no name\"}", "{"] {
-        tester.raw(garbage.to_owned()).await;
+        tester.send_raw(garbage.to_owned()).await;
     }
     for i in 0..2 {
         stranger.send("ping", &format!("s{i}"), json!(1)).await;
