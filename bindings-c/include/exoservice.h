@@ -494,6 +494,19 @@ exo_status exo_ctx_request(const exo_ctx *ctx,
                            char **reply_name,
                            char **reply_payload);
 
+// Marks the handling of this message as failed: it counts as a handler
+// error in the service's metrics (`exoservice_handler_errors_total`,
+// served with `EXOSERVICE_METRICS_PORT`). Call it from the handler (or on
+// a detached copy) before the handler returns (or the copy is freed);
+// calling it again changes nothing.
+//
+// Returns `EXO_OK`; `EXO_ERR_USAGE` when `ctx` is NULL or its message
+// was already finished (a lent ctx after `exo_ctx_detach`).
+//
+// # Safety
+// `ctx` is NULL or a live `exo_ctx`.
+exo_status exo_ctx_fail(const exo_ctx *ctx);
+
 // An owned copy of `ctx`, to reply, send or read the message after the
 // handler has returned, from any thread (one thread at a time per
 // copy; make one copy per thread if several need it). The message keeps its place

@@ -336,6 +336,34 @@ pub(crate) unsafe fn finish_request_with_auth(
     Ok(())
 }
 
+/// Marks the handling of this message as failed: it counts as a handler
+/// error in the service's metrics (`exoservice_handler_errors_total`,
+/// served with `EXOSERVICE_METRICS_PORT`). Call it from the handler (or on
+/// a detached copy) before the handler returns (or the copy is freed);
+/// calling it again changes nothing.
+///
+/// Returns `EXO_OK`; `EXO_ERR_USAGE` when `ctx` is NULL or its message
+/// was already finished (a lent ctx after `exo_ctx_detach`).
+///
+/// # Safety
+/// `ctx` is NULL or a live `exo_ctx`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn exo_ctx_fail(ctx: *const CtxHandle) -> exo_status {
+    status_of("exo_ctx_fail", || {
+        // SAFETY: per the contract.
+        let h = unsafe { handle(ctx) }?;
+        match &h.delivery {
+            Some(d) => {
+                d.fail();
+                Ok(())
+            }
+            None => Err(Failure::usage(
+                "this ctx no longer holds its message (it was detached); call exo_ctx_fail on the detached copy",
+            )),
+        }
+    })
+}
+
 /// An owned copy of `ctx`, to reply, send or read the message after the
 /// handler has returned, from any thread (one thread at a time per
 /// copy; make one copy per thread if several need it). The message keeps its place

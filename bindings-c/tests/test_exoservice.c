@@ -27,6 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -815,6 +818,76 @@ static void test_stop_before_run(void) {
     exo_service_free(svc);
 }
 
+/* Handler errors in the service's metrics (EXOSERVICE_METRICS_PORT). */
+static void on_failing(exo_ctx *ctx, const char *payload_json, void *user) {
+    (void)user;
+    CHECK_RC(exo_ctx_fail(ctx), EXO_OK);
+    CHECK_RC(exo_ctx_fail(ctx), EXO_OK); /* twice changes nothing */
+    if (exo_reply(ctx, "pong", payload_json) != EXO_OK)
+        fprintf(stderr, "reply failed: %s\n", exo_last_error());
+}
+
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof addr;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) != 0)
+        die("free port: %s", strerror(errno));
+    close(fd);
+    return ntohs(addr.sin_port);
+}
+
+/* GET path on 127.0.0.1:port; the whole response in out. -1 on failure. */
+static int http_get(int port, const char *path, char *out, size_t size) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", path);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < size && (r = read(fd, out + got, size - 1 - got)) > 0) got += (size_t)r;
+    out[got] = '\0';
+    close(fd);
+    return (int)got;
+}
+
+static void test_failed_handlers_are_counted(void) {
+    int port = free_port();
+    char value[16];
+    snprintf(value, sizeof value, "%d", port);
+    setenv("EXOSERVICE_METRICS_PORT", value, 1);
+    exo_service *svc = new_c_test(0);
+    unsetenv("EXOSERVICE_METRICS_PORT");
+    CHECK_RC(exo_service_on(svc, "ping", on_failing, NULL), EXO_OK);
+    pthread_t thread;
+    pthread_create(&thread, NULL, run_service, svc);
+    CHECK_RC(exo_service_wait_online(svc, 10000), EXO_OK);
+    CHECK_RC(exo_request(tester, "ping", "{\"fail\":1}", 5000, NULL, NULL), EXO_OK);
+    static char body[1 << 16];
+    const char *want = "exoservice_handler_errors_total{message=\"ping\"} 1\n";
+    int found = 0;
+    long long deadline = now_ms() + 3000;
+    while (!found && now_ms() < deadline) {
+        found = http_get(port, "/metrics", body, sizeof body) > 0 && strstr(body, want) != NULL;
+        if (!found) sleep_ms(20);
+    }
+    CHECK(found, "/metrics counts the failed handler: %s", body);
+    CHECK_RC(exo_ctx_fail(NULL), EXO_ERR_USAGE);
+    exo_service_stop(svc);
+    pthread_join(thread, NULL);
+    exo_service_free(svc);
+}
+
 /* The poll loop, with a before-all hook. */
 static struct {
     int ran, rc_send;
@@ -982,6 +1055,7 @@ int main(void) {
     run_test("stop by SIGTERM", test_stop_by_sigterm);
     run_test("stop from the program's own signal handler", test_stop_from_own_signal_handler);
     run_test("stop before run", test_stop_before_run);
+    run_test("failed handlers are counted in the metrics", test_failed_handlers_are_counted);
     run_test("poll loop and before-all hook", test_poll_loop_and_before_all);
     run_test("poll without timeout woken by stop", test_poll_forever_woken_by_stop);
     run_test("failing before-all hook", test_failing_hook);
