@@ -345,17 +345,7 @@ impl NativeService {
         timeout: f64,
         auth: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let timeout = wait::seconds(timeout, "timeout")?;
-        let raw = payload
-            .map(|p| json::to_raw(p, name))
-            .transpose()?
-            .flatten();
-        let auth = auth_raw(auth, name)?;
-        let pending = self
-            .engine
-            .client()
-            .start_request(name, raw, auth, timeout)
-            .py_err(py)?;
+        let pending = self.start_request(py, name, payload, timeout, auth)?;
         wait_reply(py, pending)
     }
 
@@ -371,22 +361,34 @@ impl NativeService {
         token: u64,
         auth: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<RequestHandle> {
+        let pending = self.start_request(py, name, payload, timeout, auth)?;
+        spawn_reply(py, pending, token, &self.events)
+    }
+}
+
+impl NativeService {
+    /// Checks a request's arguments and sends it (the Python-facing
+    /// `request` and `request_async` differ only in how they wait).
+    fn start_request(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        payload: Option<&Bound<'_, PyAny>>,
+        timeout: f64,
+        auth: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PendingRequest> {
         let timeout = wait::seconds(timeout, "timeout")?;
         let raw = payload
             .map(|p| json::to_raw(p, name))
             .transpose()?
             .flatten();
         let auth = auth_raw(auth, name)?;
-        let pending = self
-            .engine
+        self.engine
             .client()
             .start_request(name, raw, auth, timeout)
-            .py_err(py)?;
-        spawn_reply(py, pending, token, &self.events)
+            .py_err(py)
     }
-}
 
-impl NativeService {
     fn with_config(py: Python<'_>, config: ServiceConfig) -> PyResult<Self> {
         let runtime = wait::runtime(py)?;
         let events = EventQueue::new().map_err(|e| {

@@ -229,19 +229,13 @@ pub async fn measure(
 
 /// How many instances of `role` the bus on `port` counts (its `/config.json`).
 pub async fn instances(port: u16, role: &str) -> Result<u64, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET /config.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)
-        .await
-        .map_err(|e| e.to_string())?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let json: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    let bus = crate::status::BusAddr {
+        host: "127.0.0.1".into(),
+        port,
+        tls: false,
+    };
+    let (_, body) = crate::status::get(&bus, "/config.json", None).await?;
+    let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
     Ok(json["clients"]
         .as_array()
         .into_iter()

@@ -213,7 +213,7 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// `GET path` on the bus: (status code, body).
-async fn get(
+pub(crate) async fn get(
     addr: &BusAddr,
     path: &str,
     tls: Option<&tokio_rustls::TlsConnector>,

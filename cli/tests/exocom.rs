@@ -28,6 +28,22 @@ fn get_config_json(port: u16) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
+/// `exocom --app DIR` on a free loopback port, with no routes or tokens
+/// from the environment; the process and its port once it is online.
+fn exocom_app(dir: &std::path::Path) -> (Proc, u16) {
+    let mut p = Proc::spawn(
+        Command::new(exocom())
+            .arg("--app")
+            .arg(dir)
+            .args(["--port", "0"])
+            .env("EXOCOM_BIND", "127.0.0.1")
+            .env_remove("SERVICE_DATA")
+            .env_remove("EXOCOM_TOKENS"),
+    );
+    let port = port_in(&p.wait_for("ExoCom online at port", Duration::from_secs(10)));
+    (p, port)
+}
+
 #[test]
 fn serves_the_routes_of_service_data_and_stops_on_sigterm() {
     let mut p = Proc::spawn(
@@ -59,15 +75,7 @@ fn takes_its_routes_from_an_application_with_app() {
             "type: users\nmessages:\n  receives: [mongo get]\n",
         ),
     ]);
-    let mut p = Proc::spawn(
-        Command::new(exocom())
-            .arg("--app")
-            .arg(d.path())
-            .args(["--port", "0"])
-            .env("EXOCOM_BIND", "127.0.0.1")
-            .env_remove("SERVICE_DATA"),
-    );
-    let port = port_in(&p.wait_for("ExoCom online at port", Duration::from_secs(10)));
+    let (mut p, port) = exocom_app(d.path());
     let config = get_config_json(port);
     assert_eq!(config["routes"]["users"]["receives"][0], "mongo get");
     assert_eq!(
@@ -256,15 +264,7 @@ fn takes_tokens_from_the_application_and_warns_when_open() {
             "type: ping\nmessages:\n  receives: [ping]\n",
         ),
     ]);
-    let mut p = Proc::spawn(
-        Command::new(exocom())
-            .arg("--app")
-            .arg(d.path())
-            .args(["--port", "0"])
-            .env("EXOCOM_BIND", "127.0.0.1")
-            .env_remove("EXOCOM_TOKENS"),
-    );
-    let port = port_in(&p.wait_for("ExoCom online at port", Duration::from_secs(10)));
+    let (mut p, port) = exocom_app(d.path());
     assert!(
         p.output()
             .contains("Tokens required: 1 roles have one (ping)"),

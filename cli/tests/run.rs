@@ -18,25 +18,32 @@ fn rust_ping() -> std::path::PathBuf {
 const APP: &str = "name: ping-test\nservices:\n  ping:\n    location: ./ping\n";
 const PING: &str = "type: ping\nstartup:\n  command: exec \"$EXO_TEST_PING\"\n  online-text: online at port\nmessages:\n  receives: [ping]\n  sends: [pong]\n";
 
-fn start_app(dir: &std::path::Path) -> (Proc, u16) {
-    let mut p = Proc::spawn(
+/// `exo run DIR --port 0 EXTRA...` with the Rust ping example as
+/// `$EXO_TEST_PING` and no bus settings inherited from the environment.
+fn exo_run(dir: &std::path::Path, extra: &[&str]) -> Proc {
+    Proc::spawn(
         Command::new(exo())
             .arg("run")
             .arg(dir)
-            .args([
-                "--port",
-                "0",
-                "--stop-timeout",
-                "5",
-                "--online-timeout",
-                "30",
-            ])
+            .args(["--port", "0"])
+            .args(extra)
             .env("EXO_TEST_PING", rust_ping())
-            .env_remove("EXOCOM_PORT"),
-    );
+            .env_remove("EXOCOM_PORT")
+            .env_remove("EXOCOM_TOKEN")
+            .env_remove("EXOCOM_URL"),
+    )
+}
+
+/// [`exo_run`], waiting until the app is online; the bus's port.
+fn start_app_with(dir: &std::path::Path, extra: &[&str]) -> (Proc, u16) {
+    let mut p = exo_run(dir, extra);
     let port = port_in(&p.wait_for("ExoCom online at port", Duration::from_secs(20)));
     p.wait_for("application ping-test is online", Duration::from_secs(30));
     (p, port)
+}
+
+fn start_app(dir: &std::path::Path) -> (Proc, u16) {
+    start_app_with(dir, &["--stop-timeout", "5", "--online-timeout", "30"])
 }
 
 #[test]
@@ -88,12 +95,7 @@ fn a_bad_config_is_reported_with_file_line_and_column() {
         ),
         ("ping/service.yml", "type: ping\nmessages:\n  sends: pong\n"),
     ]);
-    let mut p = Proc::spawn(
-        Command::new(exo())
-            .arg("run")
-            .arg(d.path())
-            .args(["--port", "0"]),
-    );
+    let mut p = exo_run(d.path(), &[]);
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
     let out = p.output();
     assert!(
@@ -113,12 +115,7 @@ fn a_service_that_dies_before_it_is_online_fails_the_run() {
             "type: ping\nstartup:\n  command: echo starting; exit 3\nmessages:\n  receives: [ping]\n",
         ),
     ]);
-    let mut p = Proc::spawn(
-        Command::new(exo())
-            .arg("run")
-            .arg(d.path())
-            .args(["--port", "0"]),
-    );
+    let mut p = exo_run(d.path(), &[]);
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
     let out = p.output();
     assert!(out.contains("ping | started (pid "), "{out}");
@@ -137,12 +134,7 @@ fn a_service_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
             "type: ping\nstartup:\n  command: trap '' TERM; echo online at port 1; while true; do sleep 0.1; done\n",
         ),
     ]);
-    let mut p = Proc::spawn(Command::new(exo()).arg("run").arg(d.path()).args([
-        "--port",
-        "0",
-        "--stop-timeout",
-        "1",
-    ]));
+    let mut p = exo_run(d.path(), &["--stop-timeout", "1"]);
     p.wait_for("is online", Duration::from_secs(10));
     p.signal("TERM");
     assert_eq!(
@@ -215,16 +207,7 @@ fn check_reports_every_error_and_exits_1() {
 #[test]
 fn restart_starts_a_killed_service_again() {
     let d = dir_with(&[("application.yml", APP), ("ping/service.yml", PING)]);
-    let mut p = Proc::spawn(
-        Command::new(exo())
-            .arg("run")
-            .arg(d.path())
-            .args(["--port", "0", "--stop-timeout", "5", "--restart"])
-            .env("EXO_TEST_PING", rust_ping())
-            .env_remove("EXOCOM_PORT"),
-    );
-    let port = port_in(&p.wait_for("ExoCom online at port", Duration::from_secs(20)));
-    p.wait_for("application ping-test is online", Duration::from_secs(30));
+    let (mut p, port) = start_app_with(d.path(), &["--stop-timeout", "5", "--restart"]);
     let started = p.wait_for("ping | started (pid ", Duration::from_secs(1));
     let pid: u32 = started
         .split("(pid ")
@@ -262,16 +245,7 @@ fn restart_starts_a_killed_service_again() {
 fn tokens_in_the_application_close_the_bus_and_reach_each_service() {
     let app = format!("{APP}tokens:\n  ping: ping-secret-1\n  exo: tool-secret-2\n");
     let d = dir_with(&[("application.yml", &app), ("ping/service.yml", PING)]);
-    let mut p = Proc::spawn(
-        Command::new(exo())
-            .arg("run")
-            .arg(d.path())
-            .args(["--port", "0", "--stop-timeout", "5"])
-            .env("EXO_TEST_PING", rust_ping())
-            .env_remove("EXOCOM_PORT")
-            .env_remove("EXOCOM_TOKEN"),
-    );
-    let port = port_in(&p.wait_for("ExoCom online at port", Duration::from_secs(20)));
+    let (mut p, port) = start_app_with(d.path(), &["--stop-timeout", "5"]);
     // The ping service got its token: it registers.
     p.wait_for("application ping-test is online", Duration::from_secs(30));
     p.wait_for("'ping' registered", Duration::from_secs(5));
@@ -306,12 +280,7 @@ fn tokens_in_the_application_close_the_bus_and_reach_each_service() {
 fn a_service_without_a_token_is_an_error_before_anything_starts() {
     let app = format!("{APP}tokens:\n  other: x-secret\n");
     let d = dir_with(&[("application.yml", &app), ("ping/service.yml", PING)]);
-    let mut p = Proc::spawn(
-        Command::new(exo())
-            .arg("run")
-            .arg(d.path())
-            .args(["--port", "0"]),
-    );
+    let mut p = exo_run(d.path(), &[]);
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
     assert!(
         p.output().contains("ping has no token under `tokens:`"),

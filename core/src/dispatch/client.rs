@@ -137,12 +137,7 @@ impl Client {
         payload: Option<Box<RawValue>>,
         auth: Option<Box<RawValue>>,
     ) -> Result<()> {
-        self.shared.check_declared(name)?;
-        self.shared.push(Message {
-            payload,
-            auth,
-            ..Message::new(name)
-        })
+        self.shared.push(self.outgoing(name, payload, auth)?)
     }
 
     /// Sends a fully built message (its name must be declared); a missing
@@ -166,6 +161,22 @@ impl Client {
             .await
     }
 
+    /// A new message (new id and activity) of a declared name; an
+    /// undeclared name is an error here, at the call site.
+    fn outgoing(
+        &self,
+        name: &str,
+        payload: Option<Box<RawValue>>,
+        auth: Option<Box<RawValue>>,
+    ) -> Result<Message> {
+        self.shared.check_declared(name)?;
+        Ok(Message {
+            payload,
+            auth,
+            ..Message::new(name)
+        })
+    }
+
     /// Sends a request and returns at once; the answer is awaited (or
     /// blocked on) through the returned [`PendingRequest`].
     pub fn start_request(
@@ -175,12 +186,7 @@ impl Client {
         auth: Option<Box<RawValue>>,
         timeout: Duration,
     ) -> Result<PendingRequest> {
-        self.shared.check_declared(name)?;
-        let msg = Message {
-            payload,
-            auth,
-            ..Message::new(name)
-        };
+        let msg = self.outgoing(name, payload, auth)?;
         let activity = msg.activity().to_owned();
         let (tx, rx) = oneshot::channel();
         self.shared.waiters().insert(activity.clone(), tx);
@@ -209,12 +215,7 @@ impl Client {
         auth: Option<Box<RawValue>>,
         capacity: usize,
     ) -> Result<ActivityWatch> {
-        self.shared.check_declared(name)?;
-        let msg = Message {
-            payload,
-            auth,
-            ..Message::new(name)
-        };
+        let msg = self.outgoing(name, payload, auth)?;
         let activity = msg.activity().to_owned();
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.shared
@@ -356,14 +357,12 @@ impl Ctx {
 
     /// Like [`Ctx::reply`], with the payload as raw JSON.
     pub fn reply_raw(&self, name: &str, payload: Option<Box<RawValue>>) -> Result<()> {
-        self.client.shared.check_declared(name)?;
-        self.client.shared.push(Message {
-            payload,
-            auth: self.msg.auth.clone(),
+        let reply = Message {
             is_security: self.msg.is_security,
             activity_id: self.msg.activity_id.clone(),
-            ..Message::new(name)
-        })
+            ..self.client.outgoing(name, payload, self.msg.auth.clone())?
+        };
+        self.client.shared.push(reply)
     }
 
     /// Sends a message in a new activity, carrying this handler's `auth`.
