@@ -45,27 +45,13 @@ impl Proc {
         }
     }
 
-    /// Waits for a line containing `text`; returns it.
+    /// Waits for a line containing `text`; returns it (an earlier line
+    /// counts too).
     pub fn wait_for(&mut self, text: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
         if let Some(l) = self.seen.iter().find(|l| l.contains(text)) {
             return l.clone();
         }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no line containing {text:?} within {timeout:?}; output so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
+        self.wait_for_next(text, timeout)
     }
 
     /// Waits for a line containing `text` among the lines not read yet
