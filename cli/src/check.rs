@@ -141,6 +141,7 @@ fn check_service(dir: &Path, routes_only: bool) -> i32 {
                         receives: c.receives.clone(),
                         sends: c.sends.clone(),
                         translations: Vec::new(),
+                        at_least_once: Vec::new(),
                     },
                 );
                 println!("{}", routes.to_json());

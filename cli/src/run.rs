@@ -92,6 +92,7 @@ pub fn routes_with_tool(app: &AppConfig) -> Routes {
             receives: receives.into_iter().collect(),
             sends: sends.into_iter().collect(),
             translations: Vec::new(),
+            at_least_once: Vec::new(),
         },
     );
     routes

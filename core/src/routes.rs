@@ -18,6 +18,41 @@ pub struct Translation {
     pub internal: String,
 }
 
+/// How copies of a message name reach a receiving role.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryMode {
+    /// Fire and forget: a copy is lost when no instance of the role runs or
+    /// the instance dies while handling it (ExoCom, core NATS). The default.
+    #[default]
+    AtMostOnce,
+    /// Kept until a handler finished it: redelivered when the handler fails
+    /// or its instance dies, dead-lettered after the last attempt (NATS
+    /// JetStream only).
+    AtLeastOnce,
+}
+
+impl DeliveryMode {
+    /// Reads `at-most-once` or `at-least-once`.
+    pub fn parse(text: &str) -> Option<DeliveryMode> {
+        match text {
+            "at-most-once" => Some(DeliveryMode::AtMostOnce),
+            "at-least-once" => Some(DeliveryMode::AtLeastOnce),
+            _ => None,
+        }
+    }
+
+    /// The name used in service files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryMode::AtMostOnce => "at-most-once",
+            DeliveryMode::AtLeastOnce => "at-least-once",
+        }
+    }
+}
+
 /// What one role sends and receives (internal names) and its translations.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +66,16 @@ pub struct RoleRoutes {
     /// Public ⇄ internal name pairs of this role.
     #[serde(default, deserialize_with = "null_as_default")]
     pub translations: Vec<Translation>,
+    /// Received names (internal) this role takes at-least-once (only the
+    /// `nats` transport uses it; left out of the JSON when empty, so
+    /// ExoCom's `SERVICE_DATA` keeps its shape).
+    #[serde(
+        default,
+        rename = "atLeastOnce",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub at_least_once: Vec<String>,
 }
 
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>

@@ -68,6 +68,7 @@ fn security_route() -> RoleRoutes {
             SECURITY_REQUEST.into(),
         ],
         translations: Vec::new(),
+        at_least_once: Vec::new(),
     }
 }
 

@@ -8,7 +8,7 @@ use super::env::{self, Env};
 use super::service_file::{self, read_translations};
 use super::yaml::{Document, Node, Value};
 use super::{ConfigError, ServiceConfig};
-use crate::routes::{RoleRoutes, Routes, Translation, is_valid_role};
+use crate::routes::{DeliveryMode, RoleRoutes, Routes, Translation, is_valid_role};
 
 /// Where a service sits in a 2017 grouped `application.yml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +171,13 @@ impl AppConfig {
                     receives: s.config.receives.clone(),
                     sends: s.config.sends.clone(),
                     translations: s.translations.clone(),
+                    at_least_once: s
+                        .config
+                        .delivery
+                        .iter()
+                        .filter(|(_, m)| **m == DeliveryMode::AtLeastOnce)
+                        .map(|(n, _)| n.clone())
+                        .collect(),
                 },
             );
         }

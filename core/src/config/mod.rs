@@ -10,6 +10,7 @@ pub mod env;
 pub mod service_file;
 pub mod yaml;
 
+pub use crate::routes::DeliveryMode;
 pub use app::{AppConfig, AppService, Visibility};
 pub use env::{BusUrl, Env, Secret};
 
@@ -22,6 +23,97 @@ pub const DEFAULT_CONCURRENCY: usize = 64;
 pub const DEFAULT_OUTGOING_BUFFER: usize = 10_000;
 /// Default time running handlers get to finish when the service stops.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default NATS server of the `nats` transport.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Default application name on NATS (the subject prefix `exo.<app>.`).
+pub const DEFAULT_APP: &str = "exo";
+/// Default number of attempts of an at-least-once message before it is
+/// dead-lettered.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Default time an at-least-once message may stay unacknowledged (the
+/// handler runs, the instance may have died) before NATS hands it out again.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+/// Default delay before the second attempt of a failed at-least-once
+/// message; it doubles for each further attempt (capped at 60 s).
+pub const DEFAULT_REDELIVERY_DELAY: Duration = Duration::from_secs(1);
+
+/// What carries a service's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// ExoCom, the bus process (the default).
+    #[default]
+    Exocom,
+    /// A NATS server or cluster; routing happens in each service.
+    Nats,
+}
+
+impl Transport {
+    /// Reads `exocom` or `nats` (any case).
+    pub fn parse(text: &str) -> Option<Transport> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "exocom" => Some(Transport::Exocom),
+            "nats" => Some(Transport::Nats),
+            _ => None,
+        }
+    }
+
+    /// The name used in config files and `EXOSERVICE_TRANSPORT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Exocom => "exocom",
+            Transport::Nats => "nats",
+        }
+    }
+}
+
+/// The settings of the `nats` transport.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsSettings {
+    /// The server(s): one URL or a comma-separated list of cluster seeds
+    /// (`NATS_URL`, default `nats://127.0.0.1:4222`).
+    pub url: String,
+    /// The application's name: subjects start with `exo.<app>.`, the
+    /// JetStream stream is `EXO_<app>` (`EXOSERVICE_APP`, else the
+    /// application's `name:`, default `exo`).
+    pub app: String,
+    /// The routes of the whole application (`EXOSERVICE_ROUTES` as JSON, or
+    /// built from `EXOSERVICE_APPLICATION`): the sender routes by them.
+    pub routes: std::sync::Arc<crate::routes::Routes>,
+    /// Attempts of an at-least-once message before it goes to the
+    /// dead-letter subject (`EXOSERVICE_MAX_ATTEMPTS`, default 5).
+    pub max_attempts: u32,
+    /// How long an at-least-once message may stay unacknowledged
+    /// (`EXOSERVICE_ACK_WAIT_MS`, default 30 s). A running handler keeps
+    /// extending it; an instance that died loses its messages to another
+    /// instance after this long.
+    pub ack_wait: Duration,
+    /// The delay before a failed message's second attempt; doubled for
+    /// each further one, capped at 60 s (`EXOSERVICE_REDELIVERY_DELAY_MS`,
+    /// default 1 s).
+    pub redelivery_delay: Duration,
+    /// Copies of each JetStream message kept by the cluster (1 for one
+    /// server; `EXOSERVICE_NATS_REPLICAS`, at most 5).
+    pub replicas: usize,
+}
+
+impl NatsSettings {
+    /// Settings for these routes with every default.
+    pub fn new(
+        url: impl Into<String>,
+        app: impl Into<String>,
+        routes: crate::routes::Routes,
+    ) -> Self {
+        NatsSettings {
+            url: url.into(),
+            app: app.into(),
+            routes: std::sync::Arc::new(routes),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            ack_wait: DEFAULT_ACK_WAIT,
+            redelivery_delay: DEFAULT_REDELIVERY_DELAY,
+            replicas: 1,
+        }
+    }
+}
 
 /// A configuration error, naming the file and, where known, line and column.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +222,14 @@ pub struct ServiceConfig {
     /// The IP address of the metrics endpoint (`EXOSERVICE_METRICS_BIND`,
     /// default `127.0.0.1`).
     pub metrics_bind: std::net::IpAddr,
+    /// What carries the messages (`EXOSERVICE_TRANSPORT`, default ExoCom).
+    pub transport: Transport,
+    /// The NATS settings; set when `transport` is [`Transport::Nats`].
+    pub nats: Option<NatsSettings>,
+    /// How each received name (internal) is delivered (`delivery:` in the
+    /// service file); a name not listed is at-most-once. Only the `nats`
+    /// transport offers at-least-once.
+    pub delivery: std::collections::BTreeMap<String, crate::routes::DeliveryMode>,
 }
 
 impl ServiceConfig {
@@ -160,6 +260,9 @@ impl ServiceConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             metrics_port: None,
             metrics_bind: std::net::IpAddr::from([127, 0, 0, 1]),
+            transport: Transport::Exocom,
+            nats: None,
+            delivery: std::collections::BTreeMap::new(),
         }
     }
 
@@ -268,6 +371,28 @@ impl ServiceConfig {
         self.exocom_port = url.port;
         self.exocom_url = Some(url.to_url());
         self
+    }
+
+    /// The same config on the `nats` transport with these settings.
+    pub fn with_nats(mut self, settings: NatsSettings) -> Self {
+        self.transport = Transport::Nats;
+        self.nats = Some(settings);
+        self
+    }
+
+    /// The same config receiving `name` with this delivery mode.
+    pub fn with_delivery(
+        mut self,
+        name: impl Into<String>,
+        mode: crate::routes::DeliveryMode,
+    ) -> Self {
+        self.delivery.insert(name.into(), mode);
+        self
+    }
+
+    /// How `name` (internal, received) is delivered.
+    pub fn delivery_of(&self, name: &str) -> crate::routes::DeliveryMode {
+        self.delivery.get(name).copied().unwrap_or_default()
     }
 
     /// The same config showing this token to the bus.
