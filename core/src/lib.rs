@@ -36,6 +36,7 @@ pub mod runtime;
 pub mod service;
 pub mod signals;
 pub mod testing;
+pub mod transport;
 
 pub use config::ServiceConfig;
 pub use dispatch::{ActivityWatch, Client, Ctx, Delivery, Engine, PendingRequest};

@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use crate::bus::http::{self, HeadError};
 use crate::bus::metrics::{CONTENT_TYPE, Exposition, Histogram};
 use crate::error::{ExoError, Result};
-use crate::relay::{Outbox, Relay};
+use crate::relay::Outbox;
+use crate::transport::Link;
 
 /// Handler latency buckets (upper bounds, nanoseconds): 100 µs to 10 s.
 const HANDLER_BUCKETS_NS: &[u64] = &[
@@ -187,12 +188,12 @@ impl ServiceMetrics {
 /// What the endpoint reads besides the counters.
 pub(crate) struct Probe {
     pub(crate) outbox: Arc<Outbox>,
-    pub(crate) relay: Arc<Mutex<Option<Relay>>>,
+    pub(crate) relay: Arc<Mutex<Option<Link>>>,
     pub(crate) stopping: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl Probe {
-    fn with_relay<T>(&self, f: impl FnOnce(&Relay) -> T) -> Option<T> {
+    fn with_relay<T>(&self, f: impl FnOnce(&Link) -> T) -> Option<T> {
         let relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
         relay.as_ref().map(f)
     }
@@ -203,7 +204,7 @@ impl Probe {
     }
 
     fn registrations(&self) -> u64 {
-        self.with_relay(Relay::registrations).unwrap_or(0)
+        self.with_relay(Link::registrations).unwrap_or(0)
     }
 
     /// Registered and not stopping.

@@ -32,7 +32,49 @@ use metrics::{MetricsServer, Probe, ServiceMetrics};
 use crate::config::ServiceConfig;
 use crate::error::{ExoError, Result};
 use crate::message::{self, Message};
-use crate::relay::{Inbound, Outbox, Relay, RelayConfig};
+use crate::relay::{Inbound, Outbox, Take};
+use crate::transport::Link;
+
+/// How a handler's work on a delivery ended, told to the transport that
+/// delivered it (at-least-once transports acknowledge or redeliver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler returned normally.
+    Done,
+    /// The handler failed ([`Delivery::fail`]).
+    Failed,
+    /// No handler took it: the service stopped first.
+    NotHandled,
+}
+
+/// What a transport does when a delivery it handed out is settled. Called
+/// once, from the thread that drops the delivery (any thread; it must not
+/// block).
+pub trait Settle: Send + 'static {
+    /// The delivery ended this way.
+    fn settle(self: Box<Self>, outcome: Outcome);
+}
+
+/// A message queued for a handler, with what settles it.
+pub struct Queued {
+    /// The message.
+    pub msg: Message,
+    /// Told how the handler's work ended (at-least-once transports).
+    pub settle: Option<Box<dyn Settle>>,
+    /// Which attempt this is (1 for the first delivery).
+    pub attempt: u32,
+}
+
+impl Queued {
+    /// A message that needs no settling (ExoCom, at-most-once).
+    pub fn plain(msg: Message) -> Queued {
+        Queued {
+            msg,
+            settle: None,
+            attempt: 1,
+        }
+    }
+}
 
 /// One incoming message for a handler, with the powers to answer it. It
 /// holds one of the service's concurrency slots until it is dropped; then
@@ -45,12 +87,21 @@ pub struct Delivery {
     metric_slot: usize,
     start: Instant,
     failed: AtomicBool,
+    settle: Option<Box<dyn Settle>>,
+    attempt: u32,
 }
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        self.metrics
-            .finished(self.metric_slot, self.start, *self.failed.get_mut());
+        let failed = *self.failed.get_mut();
+        self.metrics.finished(self.metric_slot, self.start, failed);
+        if let Some(settle) = self.settle.take() {
+            settle.settle(if failed {
+                Outcome::Failed
+            } else {
+                Outcome::Done
+            });
+        }
     }
 }
 
@@ -71,6 +122,13 @@ impl Delivery {
     /// The handler's powers (reply, send, request).
     pub fn ctx(&self) -> &Ctx {
         &self.ctx
+    }
+
+    /// Which attempt at this message this is: 1 for the first delivery, more
+    /// when an at-least-once message comes again (after a failed handler or
+    /// an instance that died). Always 1 on ExoCom.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
     }
 }
 
@@ -113,10 +171,10 @@ impl Incoming {
 }
 
 impl Inbound for Incoming {
-    fn take(&self, msg: Message) -> Option<Message> {
+    fn take(&self, msg: Message) -> Take {
         if msg.name == message::STATUS {
             self.answer_status();
-            return None;
+            return Take::Settled;
         }
         let msg = match msg
             .activity_id
@@ -124,10 +182,15 @@ impl Inbound for Incoming {
             .and_then(|a| self.shared.waiters().remove(a))
         {
             // A waiter that gave up in the same instant hands the message back.
-            Some(waiter) => waiter.send(msg).err()?,
+            Some(waiter) => match waiter.send(msg) {
+                Ok(()) => return Take::Settled,
+                Err(msg) => msg,
+            },
             None => msg,
         };
-        let msg = self.shared.offer_to_watcher(msg)?;
+        let Some(msg) = self.shared.offer_to_watcher(msg) else {
+            return Take::Settled;
+        };
         let handled = self
             .handled
             .read()
@@ -140,7 +203,7 @@ impl Inbound for Incoming {
                 msg.name,
                 msg.activity()
             );
-            return None;
+            return Take::Dropped;
         }
         if self.stopping.load(Ordering::Acquire) {
             self.metrics.unhandled();
@@ -149,9 +212,9 @@ impl Inbound for Incoming {
                 msg.name,
                 msg.activity()
             );
-            return None;
+            return Take::Stopping;
         }
-        Some(msg)
+        Take::Handle(msg)
     }
 
     fn registered(&self, first: bool) {
@@ -159,10 +222,14 @@ impl Inbound for Incoming {
         if first && self.announce.load(Ordering::Acquire) {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "online at port {}", config.exocom_port);
+            let _ = writeln!(out, "online at port {}", crate::transport::port_of(config));
             let _ = out.flush();
         } else if !first {
-            tracing::info!("registered again with ExoCom as '{}'", config.role);
+            tracing::info!(
+                "registered again with {} as '{}'",
+                crate::transport::name_of(config),
+                config.role
+            );
         }
     }
 }
@@ -173,9 +240,9 @@ pub struct Engine {
     incoming: Arc<Incoming>,
     client: Client,
     slots: Arc<Semaphore>,
-    queue_tx: Mutex<Option<mpsc::Sender<Message>>>,
-    queue_rx: tokio::sync::Mutex<mpsc::Receiver<Message>>,
-    relay: Arc<Mutex<Option<Relay>>>,
+    queue_tx: Mutex<Option<mpsc::Sender<Queued>>>,
+    queue_rx: tokio::sync::Mutex<mpsc::Receiver<Queued>>,
+    relay: Arc<Mutex<Option<Link>>>,
     stop_tx: watch::Sender<bool>,
     metrics: Arc<ServiceMetrics>,
     metrics_server: Mutex<Option<MetricsServer>>,
@@ -290,16 +357,15 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(server);
         }
-        let relay_config = RelayConfig::for_service(config)?;
         let shared = &self.client.shared;
         let _guard = shared.runtime.enter();
-        let relay = Relay::start(
-            relay_config,
+        let link = Link::start(
+            config,
             shared.outbox.clone(),
             self.incoming.clone(),
             queue_tx,
-        );
-        *self.relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay);
+        )?;
+        *self.relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
         Ok(())
     }
 
@@ -319,7 +385,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .is_some_and(Relay::is_connected)
+            .is_some_and(Link::is_connected)
     }
 
     /// Waits until the service has registered with the bus (at least once).
@@ -357,19 +423,21 @@ impl Engine {
             _ = &mut stopped => return None,
             q = self.queue_rx.lock() => q,
         };
-        let msg = tokio::select! {
+        let queued = tokio::select! {
             biased;
             _ = &mut stopped => return None,
-            msg = queue.recv() => msg?,
+            queued = queue.recv() => queued?,
         };
         self.metrics.started();
         Some(Delivery {
-            metric_slot: self.metrics.slot(&msg.name),
-            ctx: Ctx::new(self.client.clone(), msg),
+            metric_slot: self.metrics.slot(&queued.msg.name),
+            ctx: Ctx::new(self.client.clone(), queued.msg),
             _slot: slot,
             metrics: self.metrics.clone(),
             start: Instant::now(),
             failed: AtomicBool::new(false),
+            settle: queued.settle,
+            attempt: queued.attempt,
         })
     }
 
@@ -419,12 +487,15 @@ impl Engine {
         let mut report = DrainReport::default();
         {
             let mut queue = self.queue_rx.lock().await;
-            while let Ok(msg) = queue.try_recv() {
+            while let Ok(queued) = queue.try_recv() {
                 tracing::warn!(
                     "not handled: '{}' (activity {}) was waiting when the service stopped",
-                    msg.name,
-                    msg.activity()
+                    queued.msg.name,
+                    queued.msg.activity()
                 );
+                if let Some(settle) = queued.settle {
+                    settle.settle(Outcome::NotHandled);
+                }
                 report.unhandled_messages += 1;
             }
         }
@@ -446,8 +517,9 @@ impl Engine {
             report.unsent_messages = relay.close(left.max(Duration::from_millis(100))).await;
             if report.unsent_messages > 0 {
                 tracing::warn!(
-                    "{} messages could not be sent to ExoCom before leaving",
-                    report.unsent_messages
+                    "{} messages could not be sent to {} before leaving",
+                    report.unsent_messages,
+                    crate::transport::name_of(config)
                 );
             }
         } else {

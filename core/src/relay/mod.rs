@@ -29,6 +29,7 @@ pub use backoff::Backoff;
 pub use outbox::{Outbox, PushError};
 
 use crate::config::{ConfigError, Secret, ServiceConfig, env};
+use crate::dispatch::Queued;
 use crate::message::{self, Message};
 
 /// Frames written per flush at most.
@@ -104,11 +105,25 @@ impl RelayConfig {
     }
 }
 
-/// What the relay hands incoming messages to.
+/// What [`Inbound::take`] did with a message.
+#[derive(Debug)]
+pub enum Take {
+    /// A handler must see it.
+    Handle(Message),
+    /// Taken at once: the answer to a waiting request, a watched activity's
+    /// message, the bus's status probe.
+    Settled,
+    /// Dropped (logged): no handler is registered for its name.
+    Dropped,
+    /// Not taken (logged): the service is stopping.
+    Stopping,
+}
+
+/// What a connection hands incoming messages to.
 pub trait Inbound: Send + Sync + 'static {
     /// Takes what can be settled at once (answers to waiting requests, the
-    /// bus's status probe) and returns the message if a handler must see it.
-    fn take(&self, msg: Message) -> Option<Message>;
+    /// bus's status probe) and says whether a handler must see the message.
+    fn take(&self, msg: Message) -> Take;
     /// The relay registered (`first`: for the first time in this process).
     fn registered(&self, first: bool);
 }
@@ -137,7 +152,7 @@ impl Relay {
         config: RelayConfig,
         outbox: Arc<Outbox>,
         inbound: Arc<dyn Inbound>,
-        deliveries: mpsc::Sender<Message>,
+        deliveries: mpsc::Sender<Queued>,
     ) -> Relay {
         let (registered_tx, _) = watch::channel(0);
         let status = Arc::new(Status {
@@ -224,7 +239,7 @@ async fn connection_loop(
     config: RelayConfig,
     outbox: Arc<Outbox>,
     inbound: Arc<dyn Inbound>,
-    deliveries: mpsc::Sender<Message>,
+    deliveries: mpsc::Sender<Queued>,
     mut stop: watch::Receiver<bool>,
     status: Arc<Status>,
 ) {
@@ -386,7 +401,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     config: &RelayConfig,
     outbox: &Outbox,
     inbound: &dyn Inbound,
-    deliveries: &mpsc::Sender<Message>,
+    deliveries: &mpsc::Sender<Queued>,
     stop: &mut watch::Receiver<bool>,
     status: &Status,
 ) -> String {
@@ -453,7 +468,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Some(Ok(frame)) => {
                     if let Some(msg) = read_frame(&frame, inbound) {
-                        permit.send(msg);
+                        permit.send(Queued::plain(msg));
                     }
                 }
                 Some(Err(e)) => return e.to_string(),
@@ -476,7 +491,10 @@ fn read_frame(frame: &tungstenite::Message, inbound: &dyn Inbound) -> Option<Mes
         _ => return None,
     };
     match Message::parse(bytes) {
-        Ok(msg) => inbound.take(msg),
+        Ok(msg) => match inbound.take(msg) {
+            Take::Handle(msg) => Some(msg),
+            Take::Settled | Take::Dropped | Take::Stopping => None,
+        },
         Err(e) => {
             tracing::warn!("dropped a frame from ExoCom: {e}");
             None

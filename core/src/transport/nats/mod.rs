@@ -1,0 +1,875 @@
+//! The `nats` transport: the same services, with no bus process, over a
+//! NATS server or cluster.
+//!
+//! Each service routes what it sends itself, from the application's routes
+//! ([`plan`]): one copy per receiving role, under the receiver's name for
+//! it. An at-most-once copy goes to the role's subject, where the role's
+//! instances form a queue group (one of them gets it), or, when the
+//! activity already has an instance of that role, to that instance's inbox
+//! (stickiness: replies reach the instance that asked); when that instance
+//! is gone the server says so and the copy goes to the role's subject. An
+//! at-least-once copy goes into the application's JetStream stream, where
+//! the role's durable consumer hands it to one instance; it is
+//! acknowledged when the handler returns, redelivered with growing delays
+//! when the handler fails or its instance dies, and dead-lettered after
+//! the last attempt ([`settle`]). The receiver checks every frame against
+//! the routes again before a handler sees it.
+//!
+//! Message bodies are the ExoCom frames, unchanged (with the public name);
+//! the activity's members travel in the `Exo-Members` header.
+
+mod activity;
+mod plan;
+mod settle;
+pub mod subjects;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, AckKind, stream};
+use async_nats::{Client, HeaderMap, ServerAddr, StatusCode};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use activity::{Activities, Members};
+use plan::Plan;
+use settle::{JsSettle, Policy};
+use subjects::*;
+
+use crate::config::{ConfigError, NatsSettings, ServiceConfig};
+use crate::dispatch::Queued;
+use crate::message::Message;
+use crate::relay::{Backoff, Inbound, Outbox, Take};
+
+/// Frames taken from the outbox at once.
+const BATCH: usize = 256;
+/// How long an activity's members are remembered after its last message.
+const ACTIVITY_TTL: Duration = Duration::from_secs(60);
+/// How many activities are remembered at most.
+const ACTIVITY_CAP: usize = 200_000;
+/// How long a sticky copy is kept for re-routing in case its instance is
+/// gone (the server answers within a round trip).
+const FALLBACK_TTL: Duration = Duration::from_secs(5);
+/// How many sticky copies are kept for re-routing at most.
+const FALLBACK_CAP: usize = 100_000;
+/// Messages kept by the stream's de-duplication (a re-sent copy within
+/// this window is stored once).
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Shared state between the link's tasks and its owner.
+struct Status {
+    connected: AtomicBool,
+    registrations: AtomicU64,
+    registered_tx: watch::Sender<u64>,
+}
+
+/// A sticky copy that may have to go to its role's subject after all.
+struct Fallback {
+    subject: String,
+    headers: HeaderMap,
+    body: Bytes,
+    activity: String,
+    instance: String,
+}
+
+/// Sticky copies sent recently, by sequence number.
+#[derive(Default)]
+struct Fallbacks {
+    map: HashMap<u64, Fallback>,
+    order: VecDeque<(u64, Instant)>,
+}
+
+impl Fallbacks {
+    fn insert(&mut self, seq: u64, fallback: Fallback, now: Instant) {
+        while let Some((old, at)) = self.order.front().copied() {
+            if now.duration_since(at) < FALLBACK_TTL && self.order.len() < FALLBACK_CAP {
+                break;
+            }
+            self.order.pop_front();
+            self.map.remove(&old);
+        }
+        self.map.insert(seq, fallback);
+        self.order.push_back((seq, now));
+    }
+}
+
+/// What the link's tasks share.
+struct Link {
+    settings: NatsSettings,
+    role: String,
+    instance: String,
+    plan: Plan,
+    concurrency: usize,
+    activities: Mutex<Activities>,
+    fallbacks: Mutex<Fallbacks>,
+    seq: AtomicU64,
+    inbound: Arc<dyn Inbound>,
+    outbox: Arc<Outbox>,
+    status: Arc<Status>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A running connection of one service to NATS.
+pub(crate) struct NatsLink {
+    outbox: Arc<Outbox>,
+    status: Arc<Status>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    client: Arc<Mutex<Option<Client>>>,
+}
+
+impl NatsLink {
+    /// Checks the settings and starts connecting in the background (on
+    /// the current tokio runtime).
+    pub(crate) fn start(
+        config: &ServiceConfig,
+        outbox: Arc<Outbox>,
+        inbound: Arc<dyn Inbound>,
+        deliveries: mpsc::Sender<Queued>,
+    ) -> Result<NatsLink, ConfigError> {
+        let settings = config.nats.clone().ok_or_else(|| {
+            ConfigError::new(
+                &config.file,
+                "the nats transport needs its settings (NATS_URL, EXOSERVICE_ROUTES or EXOSERVICE_APPLICATION)",
+            )
+        })?;
+        let plan = Plan::new(&settings.routes, &config.role).ok_or_else(|| {
+            ConfigError::new(
+                &config.file,
+                format!(
+                    "role '{}' is not in the application's routes (roles: {})",
+                    config.role,
+                    settings
+                        .routes
+                        .roles
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        if settings.routes.roles.contains_key("security") {
+            return Err(ConfigError::new(
+                &config.file,
+                "the nats transport has no security adapter: the routes name a 'security' role; use ExoCom for it, or NATS users and permissions",
+            ));
+        }
+        servers(&settings.url).map_err(|e| ConfigError::new(&config.file, e))?;
+        for (name, mode) in &config.delivery {
+            if *mode == crate::routes::DeliveryMode::AtLeastOnce
+                && !plan_has_durable(&settings, &config.role, name)
+            {
+                tracing::warn!(
+                    "'{name}' is declared at-least-once in {}, but the application's routes take it at-most-once; the routes win",
+                    config.file.display()
+                );
+            }
+        }
+        let (registered_tx, _) = watch::channel(0);
+        let status = Arc::new(Status {
+            connected: AtomicBool::new(false),
+            registrations: AtomicU64::new(0),
+            registered_tx,
+        });
+        let instance = format!("{}-{:08x}", config.role, fastrand::u32(..));
+        let link = Arc::new(Link {
+            settings,
+            role: config.role.clone(),
+            instance,
+            plan,
+            concurrency: config.concurrency.max(1),
+            activities: Mutex::new(Activities::new(ACTIVITY_TTL, ACTIVITY_CAP)),
+            fallbacks: Mutex::default(),
+            seq: AtomicU64::new(0),
+            inbound,
+            outbox: outbox.clone(),
+            status: status.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let client = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(run(link, deliveries, stop_rx, client.clone()));
+        Ok(NatsLink {
+            outbox,
+            status,
+            stop,
+            task: Some(task),
+            client,
+        })
+    }
+
+    /// Whether a connection to NATS is up right now.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.status.connected.load(Ordering::Acquire)
+    }
+
+    /// 1 once the subscriptions are set up, 0 before.
+    pub(crate) fn registrations(&self) -> u64 {
+        self.status.registrations.load(Ordering::Acquire)
+    }
+
+    /// A watch of [`NatsLink::registrations`].
+    pub(crate) fn registered_rx(&self) -> watch::Receiver<u64> {
+        self.status.registered_tx.subscribe()
+    }
+
+    /// Stops taking frames, publishes what waits (for at most `timeout`),
+    /// then disconnects. Returns how many frames could not be published.
+    pub(crate) async fn close(mut self, timeout: Duration) -> usize {
+        self.outbox.close();
+        let left = self.outbox.wait_empty(timeout).await;
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(client) = client {
+            // Acknowledgements of the last deliveries go out before leaving.
+            tokio::task::yield_now().await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+        }
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        left
+    }
+}
+
+impl Drop for NatsLink {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn plan_has_durable(settings: &NatsSettings, role: &str, name: &str) -> bool {
+    settings
+        .routes
+        .roles
+        .get(role)
+        .is_some_and(|r| r.at_least_once.iter().any(|n| n == name))
+}
+
+/// Reads a comma-separated server list.
+fn servers(urls: &str) -> Result<Vec<ServerAddr>, String> {
+    let list: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if list.is_empty() {
+        return Err("NATS_URL names no server".into());
+    }
+    list.iter()
+        .map(|u| {
+            u.parse::<ServerAddr>()
+                .map_err(|e| format!("NATS_URL: {u:?} is not a NATS server URL ({e})"))
+        })
+        .collect()
+}
+
+/// Connects (retrying), sets up, runs the link's tasks until it stops.
+async fn run(
+    link: Arc<Link>,
+    deliveries: mpsc::Sender<Queued>,
+    mut stop: watch::Receiver<bool>,
+    slot: Arc<Mutex<Option<Client>>>,
+) {
+    let url = link.settings.url.clone();
+    let Some(client) = connect(&link, &mut stop).await else {
+        return;
+    };
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+    let js = jetstream::new(client.clone());
+    let mut tasks = JoinSet::new();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let attempt = tokio::select! {
+            r = setup(&link, &client, &js, &deliveries, &mut tasks) => r,
+            _ = stop.changed() => return,
+        };
+        match attempt {
+            Ok(()) => break,
+            Err(e) => {
+                tasks.abort_all();
+                let delay = backoff.next_delay();
+                if backoff.should_log() {
+                    tracing::warn!(
+                        "cannot set up the subscriptions of '{}' on NATS at {url}: {e} (attempt {}; retrying)",
+                        link.role,
+                        backoff.failures()
+                    );
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+    let n = link.status.registrations.fetch_add(1, Ordering::AcqRel) + 1;
+    link.status.registered_tx.send_replace(n);
+    link.inbound.registered(n == 1);
+    let _ = stop.wait_for(|s| *s).await;
+    tasks.abort_all();
+}
+
+/// Connects, retrying with backoff until it works or the link stops.
+async fn connect(link: &Arc<Link>, stop: &mut watch::Receiver<bool>) -> Option<Client> {
+    let url = link.settings.url.clone();
+    let Ok(addrs) = servers(&url) else {
+        return None;
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let status = link.status.clone();
+        let events_url = url.clone();
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("{}/{}", link.settings.app, link.instance))
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| {
+                let status = status.clone();
+                let url = events_url.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            if !status.connected.swap(true, Ordering::AcqRel)
+                                && status.registrations.load(Ordering::Acquire) > 0
+                            {
+                                tracing::info!("reconnected to NATS at {url}");
+                            }
+                        }
+                        async_nats::Event::Disconnected => {
+                            status.connected.store(false, Ordering::Release);
+                            tracing::warn!("lost the connection to NATS at {url}; reconnecting");
+                        }
+                        async_nats::Event::SlowConsumer(_) => {
+                            tracing::warn!(
+                                "NATS dropped messages for this service: it reads too slowly"
+                            );
+                        }
+                        async_nats::Event::ServerError(e) => {
+                            tracing::warn!("NATS at {url} reports: {e}");
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        let attempt = tokio::select! {
+            r = options.connect(addrs.clone()) => r,
+            _ = stop.changed() => return None,
+        };
+        match attempt {
+            Ok(client) => {
+                link.status.connected.store(true, Ordering::Release);
+                if backoff.failures() > 0 {
+                    tracing::info!(
+                        "reached NATS at {url} after {} failed attempts",
+                        backoff.failures()
+                    );
+                }
+                return Some(client);
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                if backoff.should_log() {
+                    tracing::warn!(
+                        "cannot reach NATS at {url}: {e} (attempt {}; {} messages wait; retrying)",
+                        backoff.failures(),
+                        link.outbox.len()
+                    );
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return None,
+                }
+            }
+        }
+    }
+}
+
+/// The stream, the subscriptions and the consumer of this instance; starts
+/// the tasks that serve them.
+async fn setup(
+    link: &Arc<Link>,
+    client: &Client,
+    js: &jetstream::Context,
+    deliveries: &mpsc::Sender<Queued>,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), String> {
+    let app = &link.settings.app;
+    let stream = if link.plan.any_durable() {
+        let config = stream::Config {
+            name: stream_name(app),
+            subjects: vec![stream_subjects(app)],
+            retention: stream::RetentionPolicy::WorkQueue,
+            duplicate_window: DUPLICATE_WINDOW,
+            num_replicas: link.settings.replicas.max(1),
+            ..Default::default()
+        };
+        let stream = js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| format!("stream {}: {e}", stream_name(app)))?;
+        Some(stream)
+    } else {
+        None
+    };
+    let mut plain = Vec::new();
+    if link.plan.own_plain() {
+        let subject = role_subject(app, &link.role);
+        plain.push(
+            client
+                .queue_subscribe(subject.clone(), link.role.clone())
+                .await
+                .map_err(|e| format!("subscribing to {subject}: {e}"))?,
+        );
+    }
+    let inbox = instance_subject(app, &link.instance);
+    plain.push(
+        client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| format!("subscribing to {inbox}: {e}"))?,
+    );
+    let no_responders = client
+        .subscribe(format!("exo.{app}.nr.{}.*", link.instance))
+        .await
+        .map_err(|e| format!("subscribing to the no-responders subject: {e}"))?;
+    let mut durable = None;
+    if link.plan.own_durable()
+        && let Some(stream) = &stream
+    {
+        let policy = Arc::new(Policy {
+            js: js.clone(),
+            app: app.clone(),
+            role: link.role.clone(),
+            max_attempts: link.settings.max_attempts.max(1),
+            redelivery_delay: link.settings.redelivery_delay,
+            runtime: link.runtime.clone(),
+        });
+        let consumer: PullConsumer = stream
+            .get_or_create_consumer(
+                &link.role,
+                pull::Config {
+                    durable_name: Some(link.role.clone()),
+                    filter_subject: durable_subject(app, &link.role),
+                    ack_policy: AckPolicy::Explicit,
+                    deliver_policy: DeliverPolicy::All,
+                    ack_wait: link.settings.ack_wait,
+                    max_deliver: i64::from(link.settings.max_attempts.max(1)),
+                    max_ack_pending: i64::try_from(link.concurrency * 4)
+                        .unwrap_or(i64::MAX)
+                        .max(64),
+                    num_replicas: link.settings.replicas.max(1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| format!("consumer '{}': {e}", link.role))?;
+        let advisories = client
+            .queue_subscribe(max_deliveries_subject(app, &link.role), link.role.clone())
+            .await
+            .map_err(|e| format!("subscribing to the last-attempt advisories: {e}"))?;
+        durable = Some((consumer, policy, advisories, stream.clone()));
+    }
+    client
+        .flush()
+        .await
+        .map_err(|e| format!("cannot flush the subscriptions: {e}"))?;
+
+    tasks.spawn(write(link.clone(), client.clone(), js.clone()));
+    tasks.spawn(read_plain(
+        link.clone(),
+        futures_util::stream::select_all(plain),
+        deliveries.clone(),
+    ));
+    tasks.spawn(reroute(link.clone(), client.clone(), no_responders));
+    if let Some((consumer, policy, advisories, stream)) = durable {
+        tasks.spawn(read_durable(
+            link.clone(),
+            consumer,
+            policy.clone(),
+            deliveries.clone(),
+        ));
+        tasks.spawn(dead_letter_stranded(advisories, policy, stream));
+    }
+    Ok(())
+}
+
+/// A JetStream copy published and not yet confirmed.
+struct Unconfirmed {
+    subject: String,
+    headers: HeaderMap,
+    body: Bytes,
+    ack: Option<jetstream::context::PublishAckFuture>,
+}
+
+/// Takes frames from the outbox and publishes one copy per receiving role.
+async fn write(link: Arc<Link>, client: Client, js: jetstream::Context) {
+    let mut frames = Vec::with_capacity(BATCH);
+    let mut unconfirmed = Vec::new();
+    loop {
+        link.outbox.take_batch(BATCH, &mut frames).await;
+        for frame in &frames {
+            route(&link, &client, &js, frame, &mut unconfirmed).await;
+        }
+        for copy in unconfirmed.drain(..) {
+            confirm(&js, copy).await;
+        }
+        let n = frames.len();
+        frames.clear();
+        link.outbox.written(n);
+    }
+}
+
+/// Waits for the stream to confirm a copy; publishes it again (the same
+/// message id, so it is stored once) until it does.
+async fn confirm(js: &jetstream::Context, mut copy: Unconfirmed) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    loop {
+        let result = match copy.ack.take() {
+            Some(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            None => match js
+                .publish_with_headers(
+                    copy.subject.clone(),
+                    copy.headers.clone(),
+                    copy.body.clone(),
+                )
+                .await
+            {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                if backoff.should_log() {
+                    tracing::warn!(
+                        "the stream did not confirm a message on {}: {e}; publishing it again",
+                        copy.subject
+                    );
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Routes one frame of this service.
+async fn route(
+    link: &Link,
+    client: &Client,
+    js: &jetstream::Context,
+    frame: &str,
+    unconfirmed: &mut Vec<Unconfirmed>,
+) {
+    let mut msg = match Message::parse(frame.as_bytes()) {
+        Ok(msg) => msg,
+        Err(e) => {
+            tracing::warn!("dropped an outgoing frame: {e}");
+            return;
+        }
+    };
+    let public = link.plan.to_public(&msg.name).to_owned();
+    let receivers = link.plan.receivers(&public);
+    if receivers.is_empty() {
+        tracing::warn!("No receivers for message '{public}' registered");
+        return;
+    }
+    let app = &link.settings.app;
+    let mut me = Members::default();
+    me.add(&link.role, &link.instance);
+    let (members, since) = link
+        .activities
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .touch(msg.activity(), &me, Instant::now());
+    msg.name = public;
+    msg.timestamp = Some(crate::bus::rfc3339_nanos(SystemTime::now()));
+    msg.response_time = since.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let body = Bytes::from(msg.to_json());
+    let mut headers = HeaderMap::new();
+    headers.insert(MEMBERS_HEADER, members.header());
+    let id = msg.id.as_deref().unwrap_or_default();
+    for receiver in receivers {
+        let result = if receiver.durable {
+            let subject = durable_subject(app, &receiver.role);
+            let mut h = headers.clone();
+            h.insert("Nats-Msg-Id", format!("{id}:{}", receiver.role));
+            let ack = js
+                .publish_with_headers(subject.clone(), h.clone(), body.clone())
+                .await
+                .ok();
+            unconfirmed.push(Unconfirmed {
+                subject,
+                headers: h,
+                body: body.clone(),
+                ack,
+            });
+            Ok(())
+        } else if let Some(instance) = members.of(&receiver.role) {
+            let seq = link.seq.fetch_add(1, Ordering::Relaxed);
+            link.fallbacks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    seq,
+                    Fallback {
+                        subject: role_subject(app, &receiver.role),
+                        headers: headers.clone(),
+                        body: body.clone(),
+                        activity: msg.activity().to_owned(),
+                        instance: instance.to_owned(),
+                    },
+                    Instant::now(),
+                );
+            client
+                .publish_with_reply_and_headers(
+                    instance_subject(app, instance),
+                    no_responders_subject(app, &link.instance, seq),
+                    headers.clone(),
+                    body.clone(),
+                )
+                .await
+        } else {
+            client
+                .publish_with_headers(
+                    role_subject(app, &receiver.role),
+                    headers.clone(),
+                    body.clone(),
+                )
+                .await
+        };
+        if let Err(e) = result {
+            tracing::warn!("cannot publish '{}' to '{}': {e}", msg.name, receiver.role);
+        }
+    }
+}
+
+/// Sends a sticky copy whose instance is gone to its role instead.
+async fn reroute(link: Arc<Link>, client: Client, mut replies: async_nats::Subscriber) {
+    while let Some(reply) = replies.next().await {
+        if reply.status != Some(StatusCode::NO_RESPONDERS) {
+            continue;
+        }
+        let Some(seq) = reply
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let fallback = link
+            .fallbacks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .remove(&seq);
+        let Some(fallback) = fallback else { continue };
+        link.activities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(&fallback.activity, &fallback.instance);
+        tracing::debug!(
+            "instance {} left; activity {} goes to {}",
+            fallback.instance,
+            fallback.activity,
+            fallback.subject
+        );
+        if let Err(e) = client
+            .publish_with_headers(fallback.subject, fallback.headers, fallback.body)
+            .await
+        {
+            tracing::warn!(
+                "cannot re-route a message of activity {}: {e}",
+                fallback.activity
+            );
+        }
+    }
+}
+
+/// Reads a received frame, checks it against the routes, learns the
+/// activity's members. `None` (logged) when it must not be handled.
+fn admit(link: &Link, payload: &[u8], headers: Option<&HeaderMap>) -> Option<Message> {
+    let mut msg = match Message::parse(payload) {
+        Ok(msg) => msg,
+        Err(e) => {
+            tracing::warn!("dropped a frame from NATS: {e}");
+            return None;
+        }
+    };
+    match link.plan.admit(msg.sender.as_deref(), &msg.name) {
+        Ok(internal) => msg.name = internal.to_owned(),
+        Err(why) => {
+            tracing::warn!(
+                "dropped '{}' (activity {}) from NATS: {why}",
+                msg.name,
+                msg.activity()
+            );
+            return None;
+        }
+    }
+    let mut seen = headers
+        .and_then(|h| h.get(MEMBERS_HEADER))
+        .map(|v| Members::parse(v.as_str()))
+        .unwrap_or_default();
+    seen.add(&link.role, &link.instance);
+    link.activities
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .touch(msg.activity(), &seen, Instant::now());
+    Some(msg)
+}
+
+/// Hands at-most-once copies (role subject and inbox) to the service.
+async fn read_plain(
+    link: Arc<Link>,
+    mut subscriptions: futures_util::stream::SelectAll<async_nats::Subscriber>,
+    deliveries: mpsc::Sender<Queued>,
+) {
+    loop {
+        // Room for a delivery first, so the subscription's buffer holds
+        // what the handlers cannot take yet.
+        let permit = deliveries.reserve().await.ok();
+        let Some(msg) = subscriptions.next().await else {
+            return;
+        };
+        let Some(msg) = admit(&link, &msg.payload, msg.headers.as_ref()) else {
+            continue;
+        };
+        match link.inbound.take(msg) {
+            Take::Handle(msg) => match permit {
+                Some(permit) => permit.send(Queued::plain(msg)),
+                None => tracing::warn!(
+                    "dropped '{}': the service no longer takes messages",
+                    msg.name
+                ),
+            },
+            Take::Settled | Take::Dropped | Take::Stopping => {}
+        }
+    }
+}
+
+/// Hands at-least-once copies from the role's consumer to the service.
+async fn read_durable(
+    link: Arc<Link>,
+    consumer: PullConsumer,
+    policy: Arc<Policy>,
+    deliveries: mpsc::Sender<Queued>,
+) {
+    let batch = link.concurrency.clamp(1, 256);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .messages()
+            .await;
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                if backoff.should_log() {
+                    tracing::warn!("cannot pull from consumer '{}': {e}; retrying", link.role);
+                }
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        loop {
+            let Ok(permit) = deliveries.reserve().await else {
+                return;
+            };
+            let msg = match messages.next().await {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    tracing::debug!("pulling from consumer '{}': {e}", link.role);
+                    continue;
+                }
+                None => break,
+            };
+            backoff.reset();
+            let attempt = msg
+                .info()
+                .map(|i| u32::try_from(i.delivered).unwrap_or(1))
+                .unwrap_or(1)
+                .max(1);
+            let Some(parsed) = admit(&link, &msg.payload, msg.headers.as_ref()) else {
+                let _ = msg.ack_with(AckKind::Term).await;
+                continue;
+            };
+            let name = parsed.name.clone();
+            match link.inbound.take(parsed) {
+                Take::Handle(parsed) => {
+                    let settle =
+                        JsSettle::new(msg, attempt, name, policy.clone(), link.settings.ack_wait);
+                    permit.send(Queued {
+                        msg: parsed,
+                        settle: Some(Box::new(settle)),
+                        attempt,
+                    });
+                }
+                Take::Settled => {
+                    let _ = msg.ack().await;
+                }
+                Take::Dropped => {
+                    let _ = msg.ack_with(AckKind::Term).await;
+                }
+                Take::Stopping => {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Dead-letters messages that reached their last attempt without being
+/// finished (their instances died or stopped while handling them).
+async fn dead_letter_stranded(
+    mut advisories: async_nats::Subscriber,
+    policy: Arc<Policy>,
+    stream: stream::Stream,
+) {
+    while let Some(advisory) = advisories.next().await {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&advisory.payload) else {
+            continue;
+        };
+        let (Some(seq), deliveries) = (v["stream_seq"].as_u64(), v["deliveries"].as_u64()) else {
+            continue;
+        };
+        let Ok(raw) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        let attempts = deliveries
+            .and_then(|d| u32::try_from(d).ok())
+            .unwrap_or(policy.max_attempts);
+        let why = format!(
+            "not finished after {attempts} attempts: the instances handling it stopped or did not finish within the ack wait"
+        );
+        match policy
+            .dead_letter(raw.payload.clone(), attempts, &why)
+            .await
+        {
+            Ok(()) => {
+                let _ = stream.delete_message(seq).await;
+                tracing::error!(
+                    "a message of '{}' was dead-lettered to {}: {why}",
+                    policy.role,
+                    dead_letter_subject(&policy.app, &policy.role)
+                );
+            }
+            Err(e) => tracing::warn!("cannot dead-letter stream message {seq}: {e}"),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The NATS subjects and JetStream names of an application. Message names
+//! never appear in subjects (they may hold spaces and dots): each role has
+//! its own subjects, and the frame inside names the message.
+
+/// The JetStream stream of an application: `EXO_<app>`.
+pub fn stream_name(app: &str) -> String {
+    format!("EXO_{app}")
+}
+
+/// What the stream stores: `exo.<app>.js.>`.
+pub fn stream_subjects(app: &str) -> String {
+    format!("exo.{app}.js.>")
+}
+
+/// At-most-once copies for a role (queue group = the role):
+/// `exo.<app>.to.<role>`.
+pub fn role_subject(app: &str, role: &str) -> String {
+    format!("exo.{app}.to.{role}")
+}
+
+/// At-least-once copies for a role (the role's durable consumer, named
+/// after the role, reads them): `exo.<app>.js.to.<role>`.
+pub fn durable_subject(app: &str, role: &str) -> String {
+    format!("exo.{app}.js.to.{role}")
+}
+
+/// Dead letters of a role, kept in the stream: `exo.<app>.js.dlq.<role>`.
+/// Each carries the headers [`ATTEMPTS_HEADER`] and [`ERROR_HEADER`].
+pub fn dead_letter_subject(app: &str, role: &str) -> String {
+    format!("exo.{app}.js.dlq.{role}")
+}
+
+/// One instance's inbox, for copies that stick to it (the activity's
+/// earlier member): `exo.<app>.inst.<instance>`.
+pub fn instance_subject(app: &str, instance: &str) -> String {
+    format!("exo.{app}.inst.{instance}")
+}
+
+/// Where the server reports that a sticky copy found nobody:
+/// `exo.<app>.nr.<instance>.<seq>`.
+pub(crate) fn no_responders_subject(app: &str, instance: &str, seq: u64) -> String {
+    format!("exo.{app}.nr.{instance}.{seq}")
+}
+
+/// The advisory the server sends when a message reached its last attempt
+/// without being finished (its instances died):
+/// `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.EXO_<app>.<role>`.
+pub(crate) fn max_deliveries_subject(app: &str, role: &str) -> String {
+    format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{role}",
+        stream_name(app)
+    )
+}
+
+/// Who took part in the message's activity: `role=instance,…`.
+pub const MEMBERS_HEADER: &str = "Exo-Members";
+/// On a dead letter: how many attempts were made.
+pub const ATTEMPTS_HEADER: &str = "Exo-Attempts";
+/// On a dead letter: why it was given up.
+pub const ERROR_HEADER: &str = "Exo-Error";
+/// On a dead letter: the role that could not handle it.
+pub const ROLE_HEADER: &str = "Exo-Role";
