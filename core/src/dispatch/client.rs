@@ -323,14 +323,23 @@ impl Drop for PendingRequest {
 pub struct Ctx {
     client: Client,
     msg: Arc<Message>,
+    attempt: u32,
 }
 
 impl Ctx {
-    pub(crate) fn new(client: Client, msg: Message) -> Ctx {
+    pub(crate) fn new(client: Client, msg: Message, attempt: u32) -> Ctx {
         Ctx {
             client,
             msg: Arc::new(msg),
+            attempt,
         }
+    }
+
+    /// Which attempt at the message this is: 1 for the first delivery,
+    /// more when an at-least-once message comes again after a failed
+    /// handler or an instance that died (NATS). Always 1 on ExoCom.
+    pub fn delivery_attempt(&self) -> u32 {
+        self.attempt
     }
 
     /// The message being handled.

@@ -88,7 +88,6 @@ pub struct Delivery {
     start: Instant,
     failed: AtomicBool,
     settle: Option<Box<dyn Settle>>,
-    attempt: u32,
 }
 
 impl Drop for Delivery {
@@ -128,7 +127,7 @@ impl Delivery {
     /// when an at-least-once message comes again (after a failed handler or
     /// an instance that died). Always 1 on ExoCom.
     pub fn attempt(&self) -> u32 {
-        self.attempt
+        self.ctx.delivery_attempt()
     }
 }
 
@@ -431,13 +430,12 @@ impl Engine {
         self.metrics.started();
         Some(Delivery {
             metric_slot: self.metrics.slot(&queued.msg.name),
-            ctx: Ctx::new(self.client.clone(), queued.msg),
+            ctx: Ctx::new(self.client.clone(), queued.msg, queued.attempt),
             _slot: slot,
             metrics: self.metrics.clone(),
             start: Instant::now(),
             failed: AtomicBool::new(false),
             settle: queued.settle,
-            attempt: queued.attempt,
         })
     }
 
