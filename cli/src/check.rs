@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use exoservice::config::{AppConfig, Env, ServiceConfig, service_file};
+use exoservice::config::{AppConfig, DeliveryMode, Env, ServiceConfig, env, service_file};
+
+use crate::run::{RunTransport, run_transport};
 
 /// What `exo check` was asked.
 #[derive(Debug, Clone)]
@@ -90,6 +92,14 @@ fn check_app(path: &Path, routes_only: bool) -> i32 {
         println!("{}", app.routes().to_json());
         return 0;
     }
+    let transport = match run_transport(&app, &Env::process()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("1 error found");
+            return 1;
+        }
+    };
     println!(
         "{}: application {}, {} service{}",
         app.file.display(),
@@ -97,6 +107,15 @@ fn check_app(path: &Path, routes_only: bool) -> i32 {
         app.services.len(),
         if app.services.len() == 1 { "" } else { "s" }
     );
+    let nats = matches!(transport, RunTransport::Nats(_));
+    match &transport {
+        RunTransport::Exocom => println!("  transport: exocom"),
+        RunTransport::Nats(t) => println!(
+            "  transport: nats at {} (application '{}')",
+            env::nats_display_url(&t.url),
+            t.app
+        ),
+    }
     let width = app.services.iter().map(|s| s.role.len()).max().unwrap_or(0);
     for s in &app.services {
         println!(
@@ -110,6 +129,9 @@ fn check_app(path: &Path, routes_only: bool) -> i32 {
                 .unwrap_or("")
         );
         print_messages(&s.config, width + 4);
+        if nats {
+            print_at_least_once(&s.config, width + 4);
+        }
         for t in &s.translations {
             println!(
                 "  {:width$}    translates {:?} (public) to {:?} (internal)",
@@ -141,7 +163,7 @@ fn check_service(dir: &Path, routes_only: bool) -> i32 {
                         receives: c.receives.clone(),
                         sends: c.sends.clone(),
                         translations: Vec::new(),
-                        at_least_once: Vec::new(),
+                        at_least_once: at_least_once(&c),
                     },
                 );
                 println!("{}", routes.to_json());
@@ -149,11 +171,24 @@ fn check_service(dir: &Path, routes_only: bool) -> i32 {
             }
             println!("{}: service {}", c.file.display(), c.role);
             print_messages(&c, 2);
+            if c.nats.is_some() || !at_least_once(&c).is_empty() {
+                print_at_least_once(&c, 2);
+            }
             match &c.startup {
                 Some(s) => println!("  starts with: {}", s.command),
                 None => println!("  no startup command: `exo run` cannot start it"),
             }
-            println!("  bus: {}:{}", c.exocom_host, c.exocom_port);
+            match &c.nats {
+                Some(n) => println!(
+                    "  transport: nats at {} (application '{}')",
+                    env::nats_display_url(&n.url),
+                    n.app
+                ),
+                None => {
+                    println!("  transport: exocom");
+                    println!("  bus: {}:{}", c.exocom_host, c.exocom_port);
+                }
+            }
             println!("ok");
             0
         }
@@ -174,4 +209,23 @@ fn print_messages(c: &ServiceConfig, indent: usize) {
     };
     println!("{:indent$}receives: {}", "", list(&c.receives));
     println!("{:indent$}sends:    {}", "", list(&c.sends));
+}
+
+/// The received names the service takes at-least-once.
+fn at_least_once(c: &ServiceConfig) -> Vec<String> {
+    c.delivery
+        .iter()
+        .filter(|(_, m)| **m == DeliveryMode::AtLeastOnce)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+fn print_at_least_once(c: &ServiceConfig, indent: usize) {
+    let names = at_least_once(c);
+    let list = if names.is_empty() {
+        "(nothing)".to_owned()
+    } else {
+        names.join(", ")
+    };
+    println!("{:indent$}at-least-once: {list}", "");
 }

@@ -10,6 +10,12 @@
 //! it may send every message some service receives and receives every
 //! message some service sends, so `exo send NAME --await` can talk to the
 //! running application.
+//!
+//! On the `nats` transport (`transport: nats` in `application.yml`, or
+//! `EXOSERVICE_TRANSPORT=nats` in the environment of `exo run`) no bus is
+//! started: each service gets `EXOSERVICE_TRANSPORT=nats`, `NATS_URL`,
+//! `EXOSERVICE_APP` and `EXOSERVICE_ROUTES` (the routes, with the role
+//! `exo`) instead of the ExoCom variables.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use exoservice::bus::tokens::PlainTokens;
-use exoservice::bus::{Bus, BusConfig, LogSink, Tokens};
-use exoservice::config::{AppConfig, AppService, Env};
+use exoservice::bus::{Bus, BusConfig, BusHandle, LogSink, Tokens};
+use exoservice::config::{AppConfig, AppService, DEFAULT_NATS_URL, Env, Transport, env};
 use exoservice::routes::{RoleRoutes, Routes};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
@@ -76,7 +82,13 @@ impl RunArgs {
 /// The routes of the application plus the `exo` tool role (unless the
 /// application has a service of that name).
 pub fn routes_with_tool(app: &AppConfig) -> Routes {
-    let mut routes = app.routes();
+    add_tool_role(app.routes())
+}
+
+/// The routes plus the `exo` tool role (unless they have a role of that
+/// name already): it may send every message some role receives and
+/// receives every message some role sends (public names).
+pub fn add_tool_role(mut routes: Routes) -> Routes {
     if routes.roles.contains_key(TOOL_ROLE) {
         return routes;
     }
@@ -96,6 +108,57 @@ pub fn routes_with_tool(app: &AppConfig) -> Routes {
         },
     );
     routes
+}
+
+/// Where `exo run` has the services' messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunTransport {
+    /// The embedded ExoCom bus.
+    Exocom,
+    /// A NATS server that runs already.
+    Nats(NatsTarget),
+}
+
+/// The NATS settings `exo run` gives every service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTarget {
+    /// `NATS_URL`: the server(s), written out in full.
+    pub url: String,
+    /// `EXOSERVICE_APP`: the application's name on NATS.
+    pub app: String,
+    /// `EXOSERVICE_ROUTES`: the routes JSON, with the role `exo`.
+    pub routes_json: String,
+}
+
+/// The transport of `app` when `exo run` starts it with the environment
+/// `env`: `EXOSERVICE_TRANSPORT`, else the application's `transport:`. For
+/// NATS, the URL is `NATS_URL`, else `nats-url:`, else
+/// `nats://127.0.0.1:4222`; the name is `EXOSERVICE_APP`, else the
+/// application's name made usable on NATS.
+pub fn run_transport(app: &AppConfig, env: &Env) -> Result<RunTransport, String> {
+    let transport = env
+        .transport()
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| app.transport_or_default());
+    if transport == Transport::Exocom {
+        return Ok(RunTransport::Exocom);
+    }
+    let url = match env.nats_url().map_err(|e| e.to_string())? {
+        Some(url) => url,
+        None => app
+            .nats_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned()),
+    };
+    let name = match env.app().map_err(|e| e.to_string())? {
+        Some(name) => name,
+        None => app.nats_app(),
+    };
+    Ok(RunTransport::Nats(NatsTarget {
+        url,
+        app: name,
+        routes_json: routes_with_tool(app).to_json(),
+    }))
 }
 
 /// Prints lines with a role prefix, aligned.
@@ -185,6 +248,14 @@ pub async fn run(args: RunArgs) -> i32 {
     let stop = exoservice::signals::stop_signal();
     tokio::pin!(stop);
 
+    let transport = match run_transport(&app, &Env::process()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("exo run: {e}");
+            return 1;
+        }
+    };
+
     // Tokens: a `tokens:` section of application.yml closes the bus; each
     // service gets its own token as EXOCOM_TOKEN.
     let plain_tokens = match Tokens::plain_from_app(&args.app) {
@@ -194,6 +265,13 @@ pub async fn run(args: RunArgs) -> i32 {
             return 1;
         }
     };
+    if matches!(transport, RunTransport::Nats(_)) && !plain_tokens.is_empty() {
+        eprintln!(
+            "exo run: {}: `tokens:` closes the ExoCom bus, but this application runs over NATS, where they would not be checked; remove `tokens:` (secure the NATS server with its own users and permissions) or use `transport: exocom`",
+            app.file.display()
+        );
+        return 1;
+    }
     let tokens = match Tokens::from_plain(&plain_tokens) {
         Ok(t) => t,
         Err(e) => {
@@ -220,32 +298,53 @@ pub async fn run(args: RunArgs) -> i32 {
         }
     }
 
-    // The bus.
-    let log_printer = printer.clone();
-    let config = BusConfig::new(routes_with_tool(&app))
-        .with_tokens(tokens)
-        .with_bind(SocketAddr::new(args.bind, args.port))
-        .with_log(LogSink::Callback(Arc::new(move |line: &str| {
-            log_printer.line("exocom", line)
-        })))
-        .with_route_logging(!args.quiet_routes)
-        .with_optional_roles([TOOL_ROLE]);
-    let bus = match Bus::start(config).await {
-        Ok(bus) => bus,
-        Err(e) => {
-            eprintln!("exo run: cannot start the bus: {e}");
-            return 1;
+    // The bus, unless the messages go over NATS.
+    let (bus, link) = match &transport {
+        RunTransport::Exocom => {
+            let log_printer = printer.clone();
+            let config = BusConfig::new(routes_with_tool(&app))
+                .with_tokens(tokens)
+                .with_bind(SocketAddr::new(args.bind, args.port))
+                .with_log(LogSink::Callback(Arc::new(move |line: &str| {
+                    log_printer.line("exocom", line)
+                })))
+                .with_route_logging(!args.quiet_routes)
+                .with_optional_roles([TOOL_ROLE]);
+            let bus = match Bus::start(config).await {
+                Ok(bus) => bus,
+                Err(e) => {
+                    eprintln!("exo run: cannot start the bus: {e}");
+                    return 1;
+                }
+            };
+            let port = bus.port();
+            printer.line("exocom", &format!("ExoCom online at port {port}"));
+            (Some(bus), Link::Exocom(port))
+        }
+        RunTransport::Nats(target) => {
+            printer.line(
+                TOOL_ROLE,
+                &format!(
+                    "messages go over NATS at {} (application '{}')",
+                    env::nats_display_url(&target.url),
+                    target.app
+                ),
+            );
+            (None, Link::Nats(target.clone()))
         }
     };
-    let port = bus.port();
-    printer.line("exocom", &format!("ExoCom online at port {port}"));
+    let shutdown = |bus: Option<BusHandle>| async move {
+        if let Some(bus) = bus {
+            bus.shutdown().await;
+        }
+    };
 
     if args.setup {
         for s in &app.services {
             if let Some(setup) = &s.config.setup
                 && !run_setup(&printer, s, setup).await
             {
-                bus.shutdown().await;
+                shutdown(bus).await;
                 return 1;
             }
         }
@@ -256,12 +355,12 @@ pub async fn run(args: RunArgs) -> i32 {
     let mut running: Vec<Running> = Vec::new();
     for (index, s) in app.services.iter().enumerate() {
         let token = service_token(&plain_tokens, &s.role);
-        match start_service(&printer, s, port, token, index, 1, events_tx.clone()) {
+        match start_service(&printer, s, &link, token, index, 1, events_tx.clone()) {
             Ok(r) => running.push(r),
             Err(e) => {
                 eprintln!("exo run: cannot start {}: {e}", s.role);
                 stop_all(&printer, &mut running, args.stop_timeout).await;
-                bus.shutdown().await;
+                shutdown(bus).await;
                 return 1;
             }
         }
@@ -274,10 +373,19 @@ pub async fn run(args: RunArgs) -> i32 {
         let all_online = running.iter().all(|r| r.online || r.exited);
         if all_online && !announced {
             announced = true;
+            let carrier = match &link {
+                Link::Exocom(port) => format!("bus at port {port}"),
+                Link::Nats(target) => {
+                    format!(
+                        "messages over NATS at {}",
+                        env::nats_display_url(&target.url)
+                    )
+                }
+            };
             printer.line(
                 TOOL_ROLE,
                 &format!(
-                    "application {} is online: {} service{}, bus at port {port} (Ctrl-C stops it)",
+                    "application {} is online: {} service{}, {carrier} (Ctrl-C stops it)",
                     app.name.as_deref().unwrap_or("(unnamed)"),
                     running.len(),
                     if running.len() == 1 { "" } else { "s" }
@@ -339,7 +447,7 @@ pub async fn run(args: RunArgs) -> i32 {
                     let s = &app.services[i];
                     let generation = running[i].generation + 1;
                     let token = service_token(&plain_tokens, &s.role);
-                    match start_service(&printer, s, port, token, i, generation, events_tx.clone()) {
+                    match start_service(&printer, s, &link, token, i, generation, events_tx.clone()) {
                         Ok(mut r) => {
                             r.backoff = running[i].backoff;
                             running[i] = r;
@@ -362,9 +470,17 @@ pub async fn run(args: RunArgs) -> i32 {
     }
     printer.line(TOOL_ROLE, "stopping the services");
     stop_all(&printer, &mut running, args.stop_timeout).await;
-    bus.shutdown().await;
+    shutdown(bus).await;
     printer.line(TOOL_ROLE, "stopped");
     code
+}
+
+/// What a started service is told about the transport.
+enum Link {
+    /// The embedded bus, at this port.
+    Exocom(u16),
+    /// NATS.
+    Nats(NatsTarget),
 }
 
 /// The token `exo run` gives a service: the first of its role's tokens.
@@ -376,7 +492,7 @@ fn service_token<'a>(tokens: &'a PlainTokens, role: &str) -> Option<&'a str> {
 fn start_service(
     printer: &Printer,
     s: &AppService,
-    port: u16,
+    link: &Link,
     token: Option<&str>,
     index: usize,
     generation: u32,
@@ -391,19 +507,35 @@ fn start_service(
     cmd.arg("-c")
         .arg(&startup.command)
         .current_dir(&s.dir)
-        .env("ROLE", &s.role)
-        .env("EXOCOM_HOST", "localhost")
-        .env("EXOCOM_PORT", port.to_string())
-        .env_remove("EXOCOM_URL")
+        .env(env::ROLE, &s.role)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    match token {
-        Some(t) => cmd.env("EXOCOM_TOKEN", t),
-        None => cmd.env_remove("EXOCOM_TOKEN"),
-    };
+    match link {
+        Link::Exocom(port) => {
+            cmd.env(env::TRANSPORT, Transport::Exocom.as_str())
+                .env(env::EXOCOM_HOST, "localhost")
+                .env(env::EXOCOM_PORT, port.to_string())
+                .env_remove(env::EXOCOM_URL);
+            match token {
+                Some(t) => cmd.env(env::EXOCOM_TOKEN, t),
+                None => cmd.env_remove(env::EXOCOM_TOKEN),
+            };
+        }
+        Link::Nats(target) => {
+            cmd.env(env::TRANSPORT, Transport::Nats.as_str())
+                .env(env::NATS_URL, &target.url)
+                .env(env::APP, &target.app)
+                .env(env::ROUTES, &target.routes_json)
+                .env_remove(env::APPLICATION)
+                .env_remove(env::EXOCOM_HOST)
+                .env_remove(env::EXOCOM_PORT)
+                .env_remove(env::EXOCOM_URL)
+                .env_remove(env::EXOCOM_TOKEN);
+        }
+    }
     let mut child = cmd.spawn()?;
     let pgid = child.id().map(|id| id as i32);
     printer.line(

@@ -1,10 +1,21 @@
 //! `exo send NAME [JSON]`: send one message to a bus as a role, and with
 //! `--await` print the first message that comes back in its activity.
+//!
+//! Over NATS when the environment says so (`EXOSERVICE_TRANSPORT=nats`, or
+//! an `EXOSERVICE_APPLICATION` whose `application.yml` has `transport:
+//! nats`), or when [`NatsFlags`] are given: it then sends as its role with
+//! the application's routes (`EXOSERVICE_ROUTES`, else those of
+//! `EXOSERVICE_APPLICATION`), the role `exo` added to them as `exo run`
+//! does.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use exoservice::config::{Env, ServiceConfig, env};
+use exoservice::config::{Env, NatsSettings, ServiceConfig, Transport, env};
 use exoservice::{Engine, message};
+
+use crate::run::{TOOL_ROLE, add_tool_role};
 
 /// What to send, where, and as whom.
 #[derive(Debug, Clone)]
@@ -34,15 +45,60 @@ pub struct SendArgs {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+/// Command-line settings that put `exo send` on NATS; each stands in for
+/// its variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsFlags {
+    /// The NATS server(s) (`--nats URL`): sets `EXOSERVICE_TRANSPORT=nats`
+    /// and `NATS_URL`.
+    pub url: Option<String>,
+    /// The application (`--app DIR`, its directory or `application.yml`):
+    /// its routes, name, transport and `nats-url:` (`EXOSERVICE_APPLICATION`).
+    pub application: Option<PathBuf>,
+}
+
+impl NatsFlags {
+    /// `env` with these settings in place of their variables.
+    pub fn apply(&self, env: &Env) -> Env {
+        let mut env = env.clone();
+        if let Some(url) = &self.url {
+            env = env
+                .with(env::TRANSPORT, Transport::Nats.as_str())
+                .with(env::NATS_URL, url.clone());
+        }
+        if let Some(app) = &self.application {
+            env = env.with(env::APPLICATION, app.display().to_string());
+        }
+        env
+    }
+}
+
 /// The service config `exo send` connects with: the args, else the
-/// `EXOCOM_URL`, `EXOCOM_TOKEN` and `EXOCOM_CA_FILE` of `env`.
+/// `EXOCOM_URL`, `EXOCOM_TOKEN` and `EXOCOM_CA_FILE` of `env`; on NATS
+/// (see [`NatsSettings::from_env`]) the NATS settings of `env`, with the
+/// role `exo` added to the routes.
 pub fn send_config(args: &SendArgs, env: &Env) -> Result<ServiceConfig, String> {
-    let mut config = ServiceConfig::from_parts(
+    let base = ServiceConfig::from_parts(
         args.role.clone(),
         Vec::<String>::new(),
         vec![args.name.clone()],
-    )
-    .with_exocom(args.host.clone(), args.port);
+    );
+    if let Some(mut settings) = NatsSettings::from_env(env).map_err(|e| e.to_string())? {
+        if args.role == TOOL_ROLE {
+            let routes = (*settings.routes).clone();
+            settings.routes = Arc::new(add_tool_role(routes));
+        }
+        if settings.routes.role(&args.role).is_none() {
+            let roles: Vec<&str> = settings.routes.roles.keys().map(String::as_str).collect();
+            return Err(format!(
+                "role '{}' is not in the application's routes (they have: {}); send as one of them with --role",
+                args.role,
+                roles.join(", ")
+            ));
+        }
+        return Ok(base.with_nats(settings));
+    }
+    let mut config = base.with_exocom(args.host.clone(), args.port);
     match &args.url {
         Some(url) => {
             config = config
@@ -72,7 +128,12 @@ pub fn send_config(args: &SendArgs, env: &Env) -> Result<ServiceConfig, String> 
 /// Runs the command; returns the process exit code. Output goes to stdout,
 /// errors to stderr.
 pub async fn send(args: SendArgs) -> i32 {
-    match send_inner(&args).await {
+    send_with(args, &NatsFlags::default()).await
+}
+
+/// [`send`] with NATS settings from the command line.
+pub async fn send_with(args: SendArgs, nats: &NatsFlags) -> i32 {
+    match send_inner(&args, nats).await {
         Ok(Some(reply)) => {
             if args.json {
                 println!("{}", reply.to_json());
@@ -89,23 +150,38 @@ pub async fn send(args: SendArgs) -> i32 {
     }
 }
 
-async fn send_inner(args: &SendArgs) -> Result<Option<message::Message>, String> {
+async fn send_inner(args: &SendArgs, nats: &NatsFlags) -> Result<Option<message::Message>, String> {
     let payload = match &args.payload {
         Some(text) => message::raw_from_text(text)
             .map_err(|e| format!("the payload is not valid JSON: {e}"))?,
         None => None,
     };
-    let config = send_config(args, &Env::process())?;
-    let url = config
-        .exocom_url
-        .clone()
-        .unwrap_or_else(|| format!("ws://{}:{}/services", args.host, args.port));
+    let config = send_config(args, &nats.apply(&Env::process()))?;
+    let carrier = if config.nats.is_some() {
+        "NATS"
+    } else {
+        "the bus"
+    };
+    let target = match &config.nats {
+        Some(n) => format!(
+            "NATS at {} (application '{}')",
+            env::nats_display_url(&n.url),
+            n.app
+        ),
+        None => format!(
+            "ExoCom at {}",
+            config
+                .exocom_url
+                .clone()
+                .unwrap_or_else(|| format!("ws://{}:{}/services", args.host, args.port))
+        ),
+    };
     let engine = Engine::new(config);
     engine.announce_online(false);
     engine.connect().map_err(|e| e.to_string())?;
     if !engine.wait_online(args.timeout).await {
         return Err(format!(
-            "cannot reach ExoCom at {url} within {:?} (see the warnings above for why)",
+            "cannot reach {target} within {:?} (see the warnings above for why)",
             args.timeout
         ));
     }
@@ -123,7 +199,7 @@ async fn send_inner(args: &SendArgs) -> Result<Option<message::Message>, String>
     };
     let report = engine.drain().await;
     if report.unsent_messages > 0 {
-        return Err(format!("'{}' could not be written to the bus", args.name));
+        return Err(format!("'{}' could not be written to {carrier}", args.name));
     }
     result
 }

@@ -288,3 +288,306 @@ fn a_service_without_a_token_is_an_error_before_anything_starts() {
         p.output()
     );
 }
+
+const NATS_VARS: [&str; 9] = [
+    "EXOSERVICE_TRANSPORT",
+    "NATS_URL",
+    "EXOSERVICE_APP",
+    "EXOSERVICE_ROUTES",
+    "EXOSERVICE_APPLICATION",
+    "EXOSERVICE_MAX_ATTEMPTS",
+    "EXOSERVICE_ACK_WAIT_MS",
+    "EXOSERVICE_REDELIVERY_DELAY_MS",
+    "EXOSERVICE_NATS_REPLICAS",
+];
+
+/// `exo run DIR --port 0` with none of the NATS variables inherited,
+/// then `env` set.
+fn exo_run_nats(dir: &std::path::Path, env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(exo());
+    cmd.arg("run")
+        .arg(dir)
+        .args(["--port", "0", "--stop-timeout", "5"])
+        .env_remove("EXOCOM_PORT")
+        .env_remove("EXOCOM_TOKEN")
+        .env_remove("EXOCOM_URL");
+    for var in NATS_VARS {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc::spawn(&mut cmd)
+}
+
+/// A service that prints the variables it got, then says it is online and
+/// waits to be stopped.
+const ENV_SERVICE: &str = "type: ping\nstartup:\n  command: sh show-env.sh\nmessages:\n  receives: [ping]\n  sends: [pong]\ndelivery:\n  ping: at-least-once\n";
+const SHOW_ENV: &str = "\
+echo \"transport=$EXOSERVICE_TRANSPORT\"
+echo \"url=$NATS_URL\"
+echo \"app=$EXOSERVICE_APP\"
+echo \"routes=$EXOSERVICE_ROUTES\"
+echo \"exocom-port=${EXOCOM_PORT:-unset}\"
+echo online at port 1
+while true; do sleep 0.1; done
+";
+
+/// The value a service printed as `ping | KEY=VALUE`.
+fn printed(p: &mut Proc, key: &str) -> String {
+    let prefix = format!("ping | {key}=");
+    let line = p.wait_for(&prefix, Duration::from_secs(5));
+    line.split_once(&prefix)
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+fn stop(p: &mut Proc) {
+    p.signal("TERM");
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        p.output()
+    );
+}
+
+#[test]
+fn a_nats_app_runs_without_exocom_and_its_services_get_the_nats_settings() {
+    let d = dir_with(&[
+        (
+            "application.yml",
+            "name: ping test\ntransport: nats\nnats-url: nats-a:4300\nservices:\n  ping:\n    location: ./ping\n",
+        ),
+        ("ping/service.yml", ENV_SERVICE),
+        ("ping/show-env.sh", SHOW_ENV),
+    ]);
+    let mut p = exo_run_nats(d.path(), &[]);
+    let line = p.wait_for("messages go over NATS", Duration::from_secs(10));
+    assert!(
+        line.ends_with(
+            "exo | messages go over NATS at nats://nats-a:4300 (application 'ping-test')"
+        ),
+        "{line}"
+    );
+    p.wait_for(
+        "application ping test is online: 1 service, messages over NATS at nats://nats-a:4300",
+        Duration::from_secs(10),
+    );
+    assert_eq!(printed(&mut p, "transport"), "nats");
+    assert_eq!(printed(&mut p, "url"), "nats://nats-a:4300");
+    assert_eq!(printed(&mut p, "app"), "ping-test");
+    assert_eq!(printed(&mut p, "exocom-port"), "unset");
+    let routes: serde_json::Value = serde_json::from_str(&printed(&mut p, "routes")).unwrap();
+    assert_eq!(routes["ping"]["receives"], serde_json::json!(["ping"]));
+    assert_eq!(routes["ping"]["atLeastOnce"], serde_json::json!(["ping"]));
+    // The role `exo` is in the routes, so `exo send` can talk to the app.
+    assert_eq!(routes["exo"]["sends"], serde_json::json!(["ping"]));
+    assert_eq!(routes["exo"]["receives"], serde_json::json!(["pong"]));
+    stop(&mut p);
+    assert!(!p.output().contains("ExoCom online"), "{}", p.output());
+}
+
+#[test]
+fn the_environment_of_exo_run_can_choose_nats_and_its_settings() {
+    let d = dir_with(&[
+        (
+            "application.yml",
+            "name: ping-test\nnats-url: nats-a:4300\nservices:\n  ping:\n    location: ./ping\n",
+        ),
+        ("ping/service.yml", ENV_SERVICE),
+        ("ping/show-env.sh", SHOW_ENV),
+    ]);
+    let mut p = exo_run_nats(
+        d.path(),
+        &[
+            ("EXOSERVICE_TRANSPORT", "nats"),
+            ("NATS_URL", "tls://user:secret@nats-b:4443"),
+            ("EXOSERVICE_APP", "other_app"),
+        ],
+    );
+    let line = p.wait_for("messages go over NATS", Duration::from_secs(10));
+    assert!(
+        line.ends_with("messages go over NATS at tls://***@nats-b:4443 (application 'other_app')"),
+        "{line}"
+    );
+    assert_eq!(printed(&mut p, "url"), "tls://user:secret@nats-b:4443");
+    assert_eq!(printed(&mut p, "app"), "other_app");
+    stop(&mut p);
+
+    // Without the variable the same app runs on ExoCom, as before.
+    let mut p = exo_run_nats(d.path(), &[]);
+    p.wait_for("ExoCom online at port", Duration::from_secs(10));
+    assert_eq!(printed(&mut p, "transport"), "exocom");
+    assert_ne!(printed(&mut p, "exocom-port"), "unset");
+    stop(&mut p);
+}
+
+#[test]
+fn tokens_on_a_nats_app_are_an_error_and_bad_settings_are_named() {
+    let d = dir_with(&[
+        (
+            "application.yml",
+            "name: ping-test\ntransport: nats\nservices:\n  ping:\n    location: ./ping\ntokens:\n  ping: secret-1\n",
+        ),
+        ("ping/service.yml", ENV_SERVICE),
+        ("ping/show-env.sh", SHOW_ENV),
+    ]);
+    let mut p = exo_run_nats(d.path(), &[]);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    let out = p.output();
+    assert!(
+        out.contains("`tokens:` closes the ExoCom bus, but this application runs over NATS, where they would not be checked"),
+        "{out}"
+    );
+    assert!(!out.contains("started (pid"), "{out}");
+
+    let mut p = exo_run_nats(
+        d.path(),
+        &[("EXOSERVICE_TRANSPORT", "nats"), ("NATS_URL", "http://x")],
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    assert!(
+        p.output()
+            .contains("exo run: $NATS_URL: must be nats://HOST:PORT"),
+        "{}",
+        p.output()
+    );
+}
+
+#[test]
+fn check_shows_the_transport_and_the_at_least_once_names() {
+    let d = dir_with(&[
+        (
+            "application.yml",
+            "name: ping-test\ntransport: nats\nservices:\n  ping:\n    location: ./ping\n",
+        ),
+        ("ping/service.yml", ENV_SERVICE),
+    ]);
+    let mut cmd = Command::new(exo());
+    cmd.arg("check").arg(d.path());
+    for var in NATS_VARS {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("transport: nats at nats://127.0.0.1:4222 (application 'ping-test')"),
+        "{text}"
+    );
+    assert!(text.contains("at-least-once: ping"), "{text}");
+    let out = Command::new(exo())
+        .arg("check")
+        .arg(d.path())
+        .arg("--routes")
+        .output()
+        .unwrap();
+    let routes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(routes["ping"]["atLeastOnce"][0], "ping");
+}
+
+#[test]
+fn exo_send_takes_the_nats_settings_and_adds_its_role_to_the_routes() {
+    use exo_cli::send::{NatsFlags, SendArgs, send_config};
+    use exoservice::config::{Env, Transport};
+    let d = dir_with(&[
+        (
+            "application.yml",
+            "name: ping-test\ntransport: nats\nnats-url: nats-a:4300\nservices:\n  ping:\n    location: ./ping\n",
+        ),
+        ("ping/service.yml", ENV_SERVICE),
+    ]);
+    let args = SendArgs {
+        name: "ping".into(),
+        payload: None,
+        role: "exo".into(),
+        host: "localhost".into(),
+        port: 3100,
+        wait: true,
+        timeout: Duration::from_secs(1),
+        json: false,
+        token: None,
+        url: None,
+        ca_file: None,
+    };
+    // Nothing says NATS: ExoCom.
+    let c = send_config(&args, &Env::empty()).unwrap();
+    assert_eq!(c.transport, Transport::Exocom);
+    // The application directory says NATS, and gives routes and URL.
+    let flags = NatsFlags {
+        url: None,
+        application: Some(d.path().to_owned()),
+    };
+    let c = send_config(&args, &flags.apply(&Env::empty())).unwrap();
+    let n = c.nats.as_ref().expect("nats settings");
+    assert_eq!(
+        (n.url.as_str(), n.app.as_str()),
+        ("nats://nats-a:4300", "ping-test")
+    );
+    assert_eq!(n.routes.role("exo").unwrap().sends, ["ping"]);
+    // --nats wins over the application's URL.
+    let flags = NatsFlags {
+        url: Some("nats-b:4301".into()),
+        application: Some(d.path().to_owned()),
+    };
+    let c = send_config(&args, &flags.apply(&Env::empty())).unwrap();
+    assert_eq!(c.nats.unwrap().url, "nats://nats-b:4301");
+    // Another role must be in the routes.
+    let other = SendArgs {
+        role: "stranger".into(),
+        ..args.clone()
+    };
+    let e = send_config(&other, &flags.apply(&Env::empty())).unwrap_err();
+    assert!(
+        e.starts_with("role 'stranger' is not in the application's routes (they have: ping)"),
+        "{e}"
+    );
+    // NATS without routes says what is missing.
+    let e = send_config(&args, &Env::from_pairs([("EXOSERVICE_TRANSPORT", "nats")])).unwrap_err();
+    assert!(
+        e.contains("set EXOSERVICE_ROUTES (routes JSON) or EXOSERVICE_APPLICATION"),
+        "{e}"
+    );
+}
+
+#[test]
+fn exo_send_talks_to_a_nats_app_that_exo_run_runs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt
+        .block_on(exoservice::testing::nats::NatsServer::start())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let app = format!(
+        "name: ping-test\ntransport: nats\nnats-url: {}\nservices:\n  ping:\n    location: ./ping\n",
+        server.url()
+    );
+    let ping = format!("{PING}delivery:\n  ping: at-least-once\n");
+    let d = dir_with(&[("application.yml", &app), ("ping/service.yml", &ping)]);
+    let mut p = exo_run_nats(
+        d.path(),
+        &[("EXO_TEST_PING", rust_ping().to_str().unwrap())],
+    );
+    p.wait_for(
+        &format!("ping | online at port {}", server.port()),
+        Duration::from_secs(20),
+    );
+    p.wait_for("application ping-test is online", Duration::from_secs(5));
+    let mut cmd = Command::new(exo());
+    cmd.args(["send", "ping", r#"{"n":7}"#, "--await", "--timeout", "10"])
+        .env_remove("ROLE")
+        .env("EXOSERVICE_APPLICATION", d.path());
+    for var in NATS_VARS.iter().filter(|v| **v != "EXOSERVICE_APPLICATION") {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}\nexo run: {}",
+        String::from_utf8_lossy(&out.stderr),
+        p.output()
+    );
+    assert_eq!(stdout.trim(), r#"pong {"n":7}"#);
+    stop(&mut p);
+    drop(server);
+}

@@ -7,7 +7,7 @@
 //!   `level`, `message` (plus any structured fields of the event) and
 //!   `target`.
 //! - `RUST_LOG` filters, with the usual `tracing` directives (`warn`,
-//!   `info,exoservice::relay=debug`, ...); default `info`.
+//!   `info,exoservice::relay=debug`, ...); default `info` (the NATS client library's own lines from `warn`).
 //!
 //! Colours are used only in the text format, and only when stderr is a
 //! terminal. The bus's own lines (route lines, registrations, `Warning: ...`)
@@ -22,7 +22,7 @@ pub const FORMAT_VAR: &str = "EXO_LOG_FORMAT";
 /// The variable that filters log lines (`tracing`'s `EnvFilter` syntax).
 pub const FILTER_VAR: &str = "RUST_LOG";
 /// The filter when `RUST_LOG` is not set.
-pub const DEFAULT_FILTER: &str = "info";
+pub const DEFAULT_FILTER: &str = "info,async_nats=warn";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -373,3 +373,527 @@ fn the_examples_in_this_repository_load() {
         }
     }
 }
+
+// ---- the nats transport: environment, delivery, application.yml ----
+
+use exoservice::config::{DeliveryMode, NatsSettings, Transport, env};
+use exoservice::routes::{RoleRoutes, Routes};
+
+const PING_SERVICE: &str =
+    "type: ping\nmessages:\n  receives: [ping, ping twice]\n  sends: [pong]\n";
+const PING_ROUTES: &str = r#"{"ping": {"receives": ["ping", "ping twice"], "sends": ["pong"], "atLeastOnce": ["ping twice"]}, "web": {"sends": ["ping", "ping twice"], "receives": ["pong"]}}"#;
+
+fn nats_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("EXOSERVICE_TRANSPORT", "nats"),
+        ("EXOSERVICE_ROUTES", PING_ROUTES),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+#[test]
+fn the_transport_is_exocom_unless_asked() {
+    let d = dir_with(&[("service.yml", PING_SERVICE)]);
+    let c = load(d.path(), &[]).unwrap();
+    assert_eq!(c.transport, Transport::Exocom);
+    assert!(c.nats.is_none());
+    // The NATS variables are not read on ExoCom.
+    let c = load(
+        d.path(),
+        &[
+            ("EXOSERVICE_TRANSPORT", "ExoCom"),
+            ("EXOSERVICE_ROUTES", "not json"),
+            ("NATS_URL", "http://x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.transport, Transport::Exocom);
+    assert_eq!(
+        err(d.path(), &[("EXOSERVICE_TRANSPORT", "zeromq")]),
+        "$EXOSERVICE_TRANSPORT: must be exocom or nats, found \"zeromq\""
+    );
+}
+
+#[test]
+fn nats_from_the_environment_with_defaults() {
+    let d = dir_with(&[("service.yml", PING_SERVICE)]);
+    let c = load(d.path(), &nats_env(&[])).unwrap();
+    assert_eq!(c.transport, Transport::Nats);
+    let n = c.nats.as_ref().unwrap();
+    assert_eq!(n.url, "nats://127.0.0.1:4222");
+    assert_eq!(n.app, "exo");
+    assert_eq!(n.max_attempts, 5);
+    assert_eq!(n.ack_wait, Duration::from_secs(30));
+    assert_eq!(n.redelivery_delay, Duration::from_secs(1));
+    assert_eq!(n.replicas, 1);
+    assert_eq!(n.routes.role("web").unwrap().sends, ["ping", "ping twice"]);
+    // The routes say how this role takes each name.
+    assert_eq!(c.delivery_of("ping twice"), DeliveryMode::AtLeastOnce);
+    assert_eq!(c.delivery_of("ping"), DeliveryMode::AtMostOnce);
+}
+
+#[test]
+fn nats_variables_override_the_defaults() {
+    let d = dir_with(&[("service.yml", PING_SERVICE)]);
+    let c = load(
+        d.path(),
+        &nats_env(&[
+            ("NATS_URL", " nats://a.example:1, TLS://b:2 ,c:3,d,[::1]:7"),
+            ("EXOSERVICE_APP", "my_app-1"),
+            ("EXOSERVICE_MAX_ATTEMPTS", "3"),
+            ("EXOSERVICE_ACK_WAIT_MS", "100"),
+            ("EXOSERVICE_REDELIVERY_DELAY_MS", "20"),
+            ("EXOSERVICE_NATS_REPLICAS", "5"),
+        ]),
+    )
+    .unwrap();
+    let n = c.nats.unwrap();
+    assert_eq!(
+        n.url,
+        "nats://a.example:1,tls://b:2,nats://c:3,nats://d:4222,nats://[::1]:7"
+    );
+    assert_eq!(n.app, "my_app-1");
+    assert_eq!(n.max_attempts, 3);
+    assert_eq!(n.ack_wait, Duration::from_millis(100));
+    assert_eq!(n.redelivery_delay, Duration::from_millis(20));
+    assert_eq!(n.replicas, 5);
+}
+
+#[test]
+fn bad_nats_variables_are_named() {
+    let d = dir_with(&[("service.yml", PING_SERVICE)]);
+    let e = |extra: &[(&str, &str)]| err(d.path(), &nats_env(extra));
+    for (var, value, expected) in [
+        (
+            "NATS_URL",
+            "http://x:4222",
+            "$NATS_URL: must be nats://HOST:PORT, tls://HOST:PORT or HOST:PORT, found \"http://x:4222\"",
+        ),
+        (
+            "NATS_URL",
+            "nats://x:0",
+            "$NATS_URL: has a bad port \"0\" in \"nats://x:0\" (1 to 65535)",
+        ),
+        (
+            "NATS_URL",
+            "a:1,,b:2",
+            "$NATS_URL: has an empty entry in \"a:1,,b:2\"",
+        ),
+        (
+            "NATS_URL",
+            "nats://x:4222/path",
+            "$NATS_URL: must be nats://HOST:PORT, tls://HOST:PORT or HOST:PORT without a path",
+        ),
+        ("NATS_URL", "a:b:4222", "$NATS_URL: has no usable host"),
+        ("NATS_URL", "nats://:4222", "$NATS_URL: has no usable host"),
+        (
+            "EXOSERVICE_APP",
+            "todo.app",
+            "$EXOSERVICE_APP: must be letters, digits, '_' and '-' only",
+        ),
+        (
+            "EXOSERVICE_ROUTES",
+            "{\"ping\": {\"receives\": \"ping\"}}",
+            "$EXOSERVICE_ROUTES: is not valid routes JSON (",
+        ),
+        (
+            "EXOSERVICE_ROUTES",
+            r#"{"ping": {"receives": ["ping"], "atLeastOnce": ["pong"]}}"#,
+            "$EXOSERVICE_ROUTES: role 'ping' lists \"pong\" under atLeastOnce but not under receives",
+        ),
+        (
+            "EXOSERVICE_ROUTES",
+            r#"{"bad--role": {}}"#,
+            "$EXOSERVICE_ROUTES: 'bad--role' is not a valid role name",
+        ),
+        (
+            "EXOSERVICE_MAX_ATTEMPTS",
+            "0",
+            "$EXOSERVICE_MAX_ATTEMPTS: must be a whole number from 1 to 1000, found \"0\"",
+        ),
+        (
+            "EXOSERVICE_MAX_ATTEMPTS",
+            "1001",
+            "$EXOSERVICE_MAX_ATTEMPTS: must be a whole number from 1 to 1000, found \"1001\"",
+        ),
+        (
+            "EXOSERVICE_ACK_WAIT_MS",
+            "99",
+            "$EXOSERVICE_ACK_WAIT_MS: must be a whole number of milliseconds 100 or more, found \"99\"",
+        ),
+        (
+            "EXOSERVICE_REDELIVERY_DELAY_MS",
+            "soon",
+            "$EXOSERVICE_REDELIVERY_DELAY_MS: must be a whole number of milliseconds 1 or more, found \"soon\"",
+        ),
+        (
+            "EXOSERVICE_NATS_REPLICAS",
+            "6",
+            "$EXOSERVICE_NATS_REPLICAS: must be a whole number from 1 to 5, found \"6\"",
+        ),
+        (
+            "EXOSERVICE_NATS_REPLICAS",
+            "0",
+            "$EXOSERVICE_NATS_REPLICAS: must be a whole number from 1 to 5, found \"0\"",
+        ),
+        (
+            "EXOSERVICE_APPLICATION",
+            "/no/such/app",
+            "$EXOSERVICE_APPLICATION: no such file or directory: /no/such/app",
+        ),
+    ] {
+        let text = e(&[(var, value)]);
+        assert!(
+            text.starts_with(expected),
+            "{var}={value}: expected {expected:?}, got {text:?}"
+        );
+    }
+}
+
+#[test]
+fn nats_needs_routes_that_hold_the_role() {
+    let d = dir_with(&[("service.yml", PING_SERVICE)]);
+    assert_eq!(
+        err(d.path(), &[("EXOSERVICE_TRANSPORT", "nats")]),
+        "$EXOSERVICE_TRANSPORT: the nats transport needs the application's routes: set EXOSERVICE_ROUTES (routes JSON) or EXOSERVICE_APPLICATION (its application.yml)"
+    );
+    let e = err(d.path(), &nats_env(&[("ROLE", "pinger")]));
+    assert!(
+        e.starts_with("$EXOSERVICE_ROUTES: role 'pinger' is not in the application's routes (they have: ping, web)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn nats_urls_keep_credentials_out_of_sight() {
+    let url = env::nats_url("nats://user:pw@h:4223,tok@[::1]").unwrap();
+    assert_eq!(url, "nats://user:pw@h:4223,nats://tok@[::1]:4222");
+    assert_eq!(
+        env::nats_display_url(&url),
+        "nats://***@h:4223,nats://***@[::1]:4222"
+    );
+    let servers = env::nats_servers("tls://h").unwrap();
+    assert!(servers[0].tls);
+    assert_eq!(servers[0].port, 4222);
+    assert!(!format!("{:?}", env::nats_servers("nats://u:secret@h").unwrap()).contains("secret"));
+    assert!(env::nats_url("nats://@h").is_err());
+}
+
+#[test]
+fn app_names_for_nats() {
+    assert!(env::valid_app_name("todo_app-2"));
+    for bad in ["", "todo app", "todo.app", "a>b", "a*", "ü"] {
+        assert!(!env::valid_app_name(bad), "{bad}");
+    }
+    assert_eq!(
+        env::sanitize_app_name("Todo App.v2").as_deref(),
+        Some("Todo-App-v2")
+    );
+    assert_eq!(env::sanitize_app_name("  "), None);
+}
+
+#[test]
+fn delivery_is_read_in_every_shape() {
+    let d = dir_with(&[(
+        "service.yml",
+        "type: ping\nmessages:\n  receives: [ping, users create]\ndelivery:\n  users create: at-least-once\n  ping: at-most-once\n",
+    )]);
+    let c = load(d.path(), &[]).unwrap();
+    assert_eq!(c.delivery_of("users create"), DeliveryMode::AtLeastOnce);
+    assert_eq!(c.delivery_of("ping"), DeliveryMode::AtMostOnce);
+    assert_eq!(c.delivery.len(), 2);
+
+    let d = dir_with(&[(
+        "config.yml",
+        "name: users\nmessages:\n  receives:\n    - users.list\ndelivery: {users.list: at-least-once}\n",
+    )]);
+    let c = load(d.path(), &[]).unwrap();
+    assert_eq!(c.delivery_of("users.list"), DeliveryMode::AtLeastOnce);
+
+    let d = dir_with(&[(
+        "service.yml",
+        "type: private\ndependency-data:\n  exocom:\n    receives: [users.create]\ndelivery:\n  users.create: at-least-once\n",
+    )]);
+    let c = load(d.path(), &[("ROLE", "users")]).unwrap();
+    assert_eq!(c.delivery_of("users.create"), DeliveryMode::AtLeastOnce);
+
+    let d = dir_with(&[("service.yml", "type: ping\ndelivery: ~\n")]);
+    assert!(load(d.path(), &[]).unwrap().delivery.is_empty());
+}
+
+#[test]
+fn delivery_errors_name_file_line_and_column() {
+    let d = dir_with(&[(
+        "service.yml",
+        "type: ping\nmessages:\n  receives: [ping]\ndelivery:\n  ping: at-least-twice\n",
+    )]);
+    assert_eq!(
+        err(d.path(), &[]),
+        "service.yml:5:9: delivery of \"ping\" must be at-least-once or at-most-once, found \"at-least-twice\""
+    );
+    let d = dir_with(&[(
+        "service.yml",
+        "type: ping\nmessages:\n  receives: [ping]\ndelivery:\n  ping: [at-least-once]\n",
+    )]);
+    assert_eq!(
+        err(d.path(), &[]),
+        "service.yml:5:9: delivery of \"ping\" must be at-least-once or at-most-once, found a list"
+    );
+    let d = dir_with(&[(
+        "service.yml",
+        "type: ping\nmessages:\n  receives: [ping]\n  sends: [pong]\ndelivery:\n  ping: at-least-once\n  pong: at-least-once\n",
+    )]);
+    assert_eq!(
+        err(d.path(), &[]),
+        "service.yml:7:3: delivery: \"pong\" is not a message this service receives (it receives: ping); the receiving service declares how it takes a message"
+    );
+    let d = dir_with(&[("service.yml", "type: ping\ndelivery: at-least-once\n")]);
+    assert_eq!(
+        err(d.path(), &[]),
+        "service.yml:2:11: delivery must be a mapping (key: value lines), found a string"
+    );
+}
+
+#[test]
+fn delivery_in_the_file_must_agree_with_the_routes() {
+    // The file says at-least-once, the routes do not list it.
+    let d = dir_with(&[(
+        "service.yml",
+        &format!("{PING_SERVICE}delivery:\n  ping: at-least-once\n"),
+    )]);
+    let e = err(d.path(), &nats_env(&[]));
+    assert_eq!(
+        e,
+        "service.yml: delivery: \"ping\" is at-least-once here, but the routes from $EXOSERVICE_ROUTES do not list it under atLeastOnce; the senders route by the routes, so both must agree"
+    );
+    // Agreeing declarations load.
+    let d = dir_with(&[(
+        "service.yml",
+        &format!("{PING_SERVICE}delivery:\n  ping twice: at-least-once\n  ping: at-most-once\n"),
+    )]);
+    let c = load(d.path(), &nats_env(&[])).unwrap();
+    assert_eq!(c.delivery_of("ping twice"), DeliveryMode::AtLeastOnce);
+}
+
+#[test]
+fn role_routes_json_carries_at_least_once_only_when_set() {
+    let mut routes = Routes::default();
+    routes.roles.insert(
+        "users".into(),
+        RoleRoutes {
+            receives: vec!["users.create".into(), "users.list".into()],
+            sends: vec!["users.created".into()],
+            translations: Vec::new(),
+            at_least_once: vec!["users.create".into()],
+        },
+    );
+    routes.roles.insert(
+        "web".into(),
+        RoleRoutes {
+            sends: vec!["users.create".into()],
+            ..RoleRoutes::default()
+        },
+    );
+    let json = routes.to_json();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["users"]["atLeastOnce"][0], "users.create");
+    assert!(
+        value["web"].get("atLeastOnce").is_none(),
+        "left out when empty: {json}"
+    );
+    assert_eq!(Routes::from_json(&json).unwrap(), routes);
+}
+
+const NATS_APP: &str = "\
+name: Todo App!
+transport: nats
+nats-url: nats-1:4223, nats-2:4223
+services:
+  todo: { location: ./todo-service }
+  web: { location: ./web-server }
+";
+
+fn nats_app_dir(app: &str) -> tempfile::TempDir {
+    dir_with(&[
+        ("application.yml", app),
+        (
+            "todo-service/service.yml",
+            "type: todo\nmessages:\n  receives: [todo.add, todo.list]\n  sends: [todo.added]\ndelivery:\n  todo.add: at-least-once\n",
+        ),
+        (
+            "web-server/service.yml",
+            "type: web\nmessages:\n  receives: [todo.added]\n  sends: [todo.add, todo.list]\n",
+        ),
+    ])
+}
+
+#[test]
+fn application_yml_names_the_transport_and_the_nats_url() {
+    let d = nats_app_dir(NATS_APP);
+    let app = AppConfig::load_with(d.path(), &Env::empty()).unwrap();
+    assert_eq!(app.transport, Some(Transport::Nats));
+    assert_eq!(
+        app.nats_url.as_deref(),
+        Some("nats://nats-1:4223,nats://nats-2:4223")
+    );
+    assert_eq!(app.nats_app(), "Todo-App-");
+    let routes = app.routes();
+    assert_eq!(routes.role("todo").unwrap().at_least_once, ["todo.add"]);
+    assert!(routes.role("web").unwrap().at_least_once.is_empty());
+    assert!(app.warnings().is_empty(), "{:?}", app.warnings());
+
+    // Without `transport:` it is ExoCom, and at-least-once is only a note.
+    let d = nats_app_dir(
+        "services:\n  todo: { location: ./todo-service }\n  web: { location: ./web-server }\n",
+    );
+    let app = AppConfig::load_with(d.path(), &Env::empty()).unwrap();
+    assert_eq!(app.transport, None);
+    assert_eq!(app.transport_or_default(), Transport::Exocom);
+    assert_eq!(app.nats_app(), "exo");
+    assert!(
+        app.warnings().iter().any(|w| w.starts_with(
+            "todo takes \"todo.add\" at-least-once, but the application's transport is exocom"
+        )),
+        "{:?}",
+        app.warnings()
+    );
+}
+
+#[test]
+fn application_yml_transport_errors_have_a_place() {
+    let d = nats_app_dir(
+        "transport: kafka\nnats-url: http://x\nservices:\n  todo: { location: ./todo-service }\n",
+    );
+    let errors = AppConfig::load_with(d.path(), &Env::empty()).unwrap_err();
+    let text: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            e.to_string()
+                .replace(&format!("{}/", d.path().display()), "")
+        })
+        .collect();
+    assert_eq!(
+        text,
+        [
+            "application.yml:1:12: transport must be exocom or nats, found \"kafka\"",
+            "application.yml:2:11: nats-url must be nats://HOST:PORT, tls://HOST:PORT or HOST:PORT, found \"http://x\"",
+        ],
+        "{text:#?}"
+    );
+    let d = nats_app_dir("transport: [nats]\nservices:\n  todo: { location: ./todo-service }\n");
+    let e = AppConfig::load_with(d.path(), &Env::empty()).unwrap_err();
+    assert!(
+        e[0].to_string()
+            .ends_with("application.yml:1:12: transport must be exocom or nats, found a list"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn exoservice_application_gives_routes_and_defaults() {
+    let d = nats_app_dir(NATS_APP);
+    let app_yml = d.path().join("application.yml");
+    let todo = d.path().join("todo-service");
+    let c = ServiceConfig::load_with(
+        &todo,
+        &Env::from_pairs([("EXOSERVICE_APPLICATION", app_yml.to_str().unwrap())]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.transport, Transport::Nats, "application.yml says nats");
+    let n = c.nats.as_ref().unwrap();
+    assert_eq!(n.url, "nats://nats-1:4223,nats://nats-2:4223");
+    assert_eq!(n.app, "Todo-App-");
+    assert_eq!(n.routes.role("todo").unwrap().at_least_once, ["todo.add"]);
+    assert_eq!(
+        n.routes.role("web").unwrap().sends,
+        ["todo.add", "todo.list"]
+    );
+    assert_eq!(c.delivery_of("todo.add"), DeliveryMode::AtLeastOnce);
+
+    // The directory works too; the variables win over the file.
+    let c = ServiceConfig::load_with(
+        &todo,
+        &Env::from_pairs([
+            ("EXOSERVICE_APPLICATION", d.path().to_str().unwrap()),
+            ("NATS_URL", "tls://secure:4443"),
+            ("EXOSERVICE_APP", "todo"),
+        ]),
+        None,
+    )
+    .unwrap();
+    let n = c.nats.unwrap();
+    assert_eq!(
+        (n.url.as_str(), n.app.as_str()),
+        ("tls://secure:4443", "todo")
+    );
+
+    // EXOSERVICE_TRANSPORT=exocom wins over the application.
+    let c = ServiceConfig::load_with(
+        &todo,
+        &Env::from_pairs([
+            ("EXOSERVICE_APPLICATION", d.path().to_str().unwrap()),
+            ("EXOSERVICE_TRANSPORT", "exocom"),
+        ]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.transport, Transport::Exocom);
+
+    // NatsSettings::from_env is what ServiceConfig uses.
+    let s = NatsSettings::from_env(&Env::from_pairs([(
+        "EXOSERVICE_APPLICATION",
+        d.path().to_str().unwrap(),
+    )]))
+    .unwrap()
+    .unwrap();
+    assert_eq!(s.app, "Todo-App-");
+}
+
+#[test]
+fn an_application_without_transport_needs_the_variable() {
+    let d = nats_app_dir(
+        "name: todo\nservices:\n  todo: { location: ./todo-service }\n  web: { location: ./web-server }\n",
+    );
+    let todo = d.path().join("todo-service");
+    let app = d.path().to_str().unwrap();
+    let c = ServiceConfig::load_with(
+        &todo,
+        &Env::from_pairs([("EXOSERVICE_APPLICATION", app)]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.transport, Transport::Exocom);
+    let c = ServiceConfig::load_with(
+        &todo,
+        &Env::from_pairs([
+            ("EXOSERVICE_APPLICATION", app),
+            ("EXOSERVICE_TRANSPORT", "nats"),
+        ]),
+        None,
+    )
+    .unwrap();
+    let n = c.nats.unwrap();
+    assert_eq!(
+        (n.url.as_str(), n.app.as_str()),
+        ("nats://127.0.0.1:4222", "todo")
+    );
+}
+
+#[test]
+fn a_broken_application_is_reported_through_the_variable() {
+    let d = nats_app_dir("transport: nats\nservices:\n  todo: { location: ./missing }\n");
+    let e = ServiceConfig::load_with(
+        &d.path().join("todo-service"),
+        &Env::from_pairs([("EXOSERVICE_APPLICATION", d.path().to_str().unwrap())]),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("$EXOSERVICE_APPLICATION: cannot read the application: ")
+            && e.contains("missing: no such directory"),
+        "{e}"
+    );
+}

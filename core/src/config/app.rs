@@ -1,13 +1,13 @@
-//! `application.yml`: the services of an application, where they live, and
-//! the translations between their internal message names and public ones.
-//! Builds the bus's routes.
+//! `application.yml`: the services of an application, where they live, the
+//! translations between their internal message names and public ones, and
+//! the transport (`transport:`, `nats-url:`). Builds the routes.
 
 use std::path::{Path, PathBuf};
 
 use super::env::{self, Env};
 use super::service_file::{self, read_translations};
 use super::yaml::{Document, Node, Value};
-use super::{ConfigError, ServiceConfig};
+use super::{ConfigError, DEFAULT_APP, ServiceConfig, Transport};
 use crate::routes::{DeliveryMode, RoleRoutes, Routes, Translation, is_valid_role};
 
 /// Where a service sits in a 2017 grouped `application.yml`.
@@ -52,6 +52,11 @@ pub struct AppConfig {
     pub services: Vec<AppService>,
     /// Entries that are not run here (no `location:`, e.g. a `docker-image:`).
     pub skipped: Vec<String>,
+    /// `transport:` (`exocom` or `nats`), if given; ExoCom when not.
+    pub transport: Option<Transport>,
+    /// `nats-url:`, if given: the NATS server(s) of the `nats` transport,
+    /// checked and written out in full (see [`env::nats_url`]).
+    pub nats_url: Option<String>,
 }
 
 impl AppConfig {
@@ -118,6 +123,8 @@ impl AppConfig {
             dir: dir.clone(),
             services: Vec::new(),
             skipped: Vec::new(),
+            transport: None,
+            nats_url: None,
         };
         let root = &doc.root;
         if let Err(e) = doc.mapping(root, "the top level") {
@@ -125,6 +132,14 @@ impl AppConfig {
         }
         match doc.opt_string(root.get("name"), "name") {
             Ok(name) => app.name = name,
+            Err(e) => errors.push(e),
+        }
+        match read_transport(doc) {
+            Ok(t) => app.transport = t,
+            Err(e) => errors.push(e),
+        }
+        match read_nats_url(doc) {
+            Ok(url) => app.nats_url = url,
             Err(e) => errors.push(e),
         }
         let entries = match collect_entries(doc) {
@@ -154,6 +169,21 @@ impl AppConfig {
         } else {
             Err(errors)
         }
+    }
+
+    /// The transport the application asks for (`transport:`; ExoCom when
+    /// not given).
+    pub fn transport_or_default(&self) -> Transport {
+        self.transport.unwrap_or_default()
+    }
+
+    /// The application's name on NATS: `name:` with every character other
+    /// than letters, digits, `_` and `-` made `-`, or `exo` when unnamed.
+    pub fn nats_app(&self) -> String {
+        self.name
+            .as_deref()
+            .and_then(env::sanitize_app_name)
+            .unwrap_or_else(|| DEFAULT_APP.to_owned())
     }
 
     /// The service with this role.
@@ -225,12 +255,59 @@ impl AppConfig {
                 }
             }
         }
+        if self.transport_or_default() != Transport::Nats {
+            for (role, r) in &routes.roles {
+                if !r.at_least_once.is_empty() {
+                    out.push(format!(
+                        "{role} takes {} at-least-once, but the application's transport is exocom, which delivers every message at most once (set `transport: nats`)",
+                        r.at_least_once
+                            .iter()
+                            .map(|n| format!("{n:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
         for name in &self.skipped {
             out.push(format!(
                 "service {name:?} has no `location:`; it is not started here and its messages are unknown"
             ));
         }
         out
+    }
+}
+
+/// `transport:`: `exocom` or `nats`.
+fn read_transport(doc: &Document) -> Result<Option<Transport>, ConfigError> {
+    let Some(node) = doc.root.get("transport").filter(|n| !n.is_null()) else {
+        return Ok(None);
+    };
+    let parsed = match &node.value {
+        Value::Str(s) => Transport::parse(s),
+        _ => None,
+    };
+    parsed.map(Some).ok_or_else(|| {
+        let found = match &node.value {
+            Value::Str(s) => format!("{s:?}"),
+            _ => node.kind().to_owned(),
+        };
+        doc.error_at(
+            node,
+            format!("transport must be exocom or nats, found {found}"),
+        )
+    })
+}
+
+/// `nats-url:`: one NATS URL or a comma-separated list of them.
+fn read_nats_url(doc: &Document) -> Result<Option<String>, ConfigError> {
+    let node = doc.root.get("nats-url");
+    let Some(text) = doc.opt_string(node, "nats-url")? else {
+        return Ok(None);
+    };
+    match env::nats_url(&text) {
+        Ok(url) => Ok(Some(url)),
+        Err(e) => Err(doc.error_at(node.unwrap_or(&doc.root), format!("nats-url {e}"))),
     }
 }
 

@@ -1,9 +1,11 @@
 //! The environment variables that override a service's config file.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use super::ConfigError;
+use super::{ConfigError, Transport};
+use crate::routes::{Routes, RoutesError};
 
 /// `ROLE`: the role to register as.
 pub const ROLE: &str = "ROLE";
@@ -34,6 +36,44 @@ pub const EXOCOM_TOKEN: &str = "EXOCOM_TOKEN";
 /// `EXOCOM_CA_FILE`: PEM certificates to trust for `wss://` instead of the
 /// system's roots (for self-signed setups).
 pub const EXOCOM_CA_FILE: &str = "EXOCOM_CA_FILE";
+
+/// `EXOSERVICE_TRANSPORT`: what carries the messages, `exocom` (the
+/// default) or `nats`.
+pub const TRANSPORT: &str = "EXOSERVICE_TRANSPORT";
+/// `NATS_URL`: the NATS server, or a comma-separated list of cluster seeds
+/// (`nats://HOST:PORT`, `tls://HOST:PORT` or `HOST:PORT`).
+pub const NATS_URL: &str = "NATS_URL";
+/// `EXOSERVICE_APP`: the application's name on NATS (subjects
+/// `exo.<app>.…`, stream `EXO_<app>`); letters, digits, `_` and `-`.
+pub const APP: &str = "EXOSERVICE_APP";
+/// `EXOSERVICE_ROUTES`: the routes of the whole application as JSON (the
+/// shape of the bus's `SERVICE_DATA`, plus `atLeastOnce`).
+pub const ROUTES: &str = "EXOSERVICE_ROUTES";
+/// `EXOSERVICE_APPLICATION`: the application's `application.yml` (or its
+/// directory); gives the routes, and defaults for the transport, the NATS
+/// URL and the application's name.
+pub const APPLICATION: &str = "EXOSERVICE_APPLICATION";
+/// `EXOSERVICE_MAX_ATTEMPTS`: attempts of an at-least-once message before
+/// it is dead-lettered.
+pub const MAX_ATTEMPTS: &str = "EXOSERVICE_MAX_ATTEMPTS";
+/// `EXOSERVICE_ACK_WAIT_MS`: how long an at-least-once message may stay
+/// unacknowledged, in milliseconds.
+pub const ACK_WAIT_MS: &str = "EXOSERVICE_ACK_WAIT_MS";
+/// `EXOSERVICE_REDELIVERY_DELAY_MS`: the delay before a failed message's
+/// second attempt, in milliseconds (doubled for each further attempt).
+pub const REDELIVERY_DELAY_MS: &str = "EXOSERVICE_REDELIVERY_DELAY_MS";
+/// `EXOSERVICE_NATS_REPLICAS`: copies of each JetStream message the NATS
+/// cluster keeps (1 to 5).
+pub const NATS_REPLICAS: &str = "EXOSERVICE_NATS_REPLICAS";
+
+/// The most attempts `EXOSERVICE_MAX_ATTEMPTS` may ask for.
+pub const MAX_MAX_ATTEMPTS: u64 = 1000;
+/// The shortest `EXOSERVICE_ACK_WAIT_MS`.
+pub const MIN_ACK_WAIT_MS: u64 = 100;
+/// The most replicas a JetStream stream may have.
+pub const MAX_NATS_REPLICAS: u64 = 5;
+/// The port of a NATS URL that names none.
+pub const DEFAULT_NATS_PORT: u16 = 4222;
 
 /// A secret (a token): `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -149,6 +189,194 @@ pub fn bus_url(text: &str) -> Result<BusUrl, String> {
     })
 }
 
+/// One NATS server address taken apart (see [`nats_servers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsServer {
+    /// `tls://` (TLS required) rather than `nats://` or no scheme.
+    pub tls: bool,
+    /// A user and password (`user:password`) or a token before the `@`.
+    pub credentials: Option<Secret>,
+    /// The host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// The port (default 4222).
+    pub port: u16,
+}
+
+impl NatsServer {
+    /// The URL written out in full, credentials included.
+    pub fn to_url(&self) -> String {
+        self.write(self.credentials.as_ref().map(Secret::expose))
+    }
+
+    /// The URL with any credentials shown as `***`, for logs and output.
+    pub fn to_display_url(&self) -> String {
+        self.write(self.credentials.as_ref().map(|_| "***"))
+    }
+
+    fn write(&self, credentials: Option<&str>) -> String {
+        let scheme = if self.tls { "tls" } else { "nats" };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match credentials {
+            Some(c) => format!("{scheme}://{c}@{host}:{}", self.port),
+            None => format!("{scheme}://{host}:{}", self.port),
+        }
+    }
+}
+
+/// Reads one NATS URL or a comma-separated list of them (cluster seeds):
+/// each `nats://HOST:PORT`, `tls://HOST:PORT` or `HOST:PORT`, the port
+/// optional (4222), optionally with `user:password@` or `token@` before the
+/// host.
+pub fn nats_servers(text: &str) -> Result<Vec<NatsServer>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(format!(
+                "has an empty entry in {text:?} (expected one URL or a comma-separated list like nats://host1:4222,nats://host2:4222)"
+            ));
+        }
+        out.push(nats_server(part)?);
+    }
+    Ok(out)
+}
+
+/// [`nats_servers`], written back out as one comma-separated list of full
+/// URLs (a bare `HOST:PORT` becomes `nats://HOST:PORT`).
+pub fn nats_url(text: &str) -> Result<String, String> {
+    Ok(nats_servers(text)?
+        .iter()
+        .map(NatsServer::to_url)
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+/// A NATS URL list with any credentials shown as `***` (for output); the
+/// text unchanged when it is not a valid list.
+pub fn nats_display_url(text: &str) -> String {
+    match nats_servers(text) {
+        Ok(servers) => servers
+            .iter()
+            .map(NatsServer::to_display_url)
+            .collect::<Vec<_>>()
+            .join(","),
+        Err(_) => text.to_owned(),
+    }
+}
+
+fn nats_server(text: &str) -> Result<NatsServer, String> {
+    const SHAPE: &str = "nats://HOST:PORT, tls://HOST:PORT or HOST:PORT";
+    let lower = text.to_ascii_lowercase();
+    let (tls, rest) = if lower.starts_with("tls://") {
+        (true, &text["tls://".len()..])
+    } else if lower.starts_with("nats://") {
+        (false, &text["nats://".len()..])
+    } else if text.contains("://") {
+        return Err(format!("must be {SHAPE}, found {text:?}"));
+    } else {
+        (false, text)
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return Err(format!("must be {SHAPE} without a path, found {text:?}"));
+    }
+    let (credentials, authority) = match rest.rsplit_once('@') {
+        Some(("", _)) => return Err(format!("has nothing before '@' in {text:?}")),
+        Some((c, a)) => (Some(Secret::new(c)), a),
+        None => (None, rest),
+    };
+    let bracketed = authority.starts_with('[');
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("has an unclosed '[' in {text:?}"))?;
+        match after.strip_prefix(':') {
+            Some(port) => (host, Some(port)),
+            None if after.is_empty() => (host, None),
+            None => return Err(format!("has a bad host in {text:?}")),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let bad_char = |c: char| c.is_whitespace() || c == '[' || c == ']' || (c == ':' && !bracketed);
+    if host.is_empty() || host.contains(bad_char) {
+        return Err(format!("has no usable host in {text:?} (expected {SHAPE})"));
+    }
+    let port = match port {
+        None => DEFAULT_NATS_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(format!("has a bad port {p:?} in {text:?} (1 to 65535)")),
+        },
+    };
+    Ok(NatsServer {
+        tls,
+        credentials,
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// Whether `name` can be an application's name on NATS: letters, digits,
+/// `_` and `-` (it goes into subjects and the stream name `EXO_<app>`).
+pub fn valid_app_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// An application's `name:` made usable on NATS: every character other
+/// than letters, digits, `_` and `-` becomes `-`; `None` for a name that
+/// is empty or blank.
+pub fn sanitize_app_name(name: &str) -> Option<String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return None;
+    }
+    Some(
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The text of a routes error, for a variable other than `SERVICE_DATA`.
+pub fn routes_error_text(e: &RoutesError) -> String {
+    match e {
+        RoutesError::Json(detail) => format!(
+            "is not valid routes JSON ({detail}); expected {{\"ROLE\": {{\"receives\": [...], \"sends\": [...], \"translations\": [{{\"public\": ..., \"internal\": ...}}], \"atLeastOnce\": [...]}}}}"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Checks what [`Routes::validate`] leaves out for the `nats` transport:
+/// every `atLeastOnce` name of a role is one it receives.
+pub fn check_at_least_once(routes: &Routes) -> Result<(), String> {
+    for (role, r) in &routes.roles {
+        if let Some(name) = r.at_least_once.iter().find(|n| !r.receives.contains(n)) {
+            return Err(format!(
+                "role '{role}' lists {name:?} under atLeastOnce but not under receives (only received names have a delivery mode)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a token can travel in an HTTP header (printable ASCII, no
 /// spaces, not empty).
 pub fn valid_token(token: &str) -> bool {
@@ -178,6 +406,15 @@ impl Env {
             EXOCOM_URL,
             EXOCOM_TOKEN,
             EXOCOM_CA_FILE,
+            TRANSPORT,
+            NATS_URL,
+            APP,
+            ROUTES,
+            APPLICATION,
+            MAX_ATTEMPTS,
+            ACK_WAIT_MS,
+            REDELIVERY_DELAY_MS,
+            NATS_REPLICAS,
         ] {
             if let Ok(v) = std::env::var(key) {
                 vars.insert(key.to_owned(), v);
@@ -319,6 +556,133 @@ impl Env {
     /// `EXOSERVICE_DRAIN_TIMEOUT_MS` as a duration.
     pub fn drain_timeout(&self) -> Result<Option<Duration>, ConfigError> {
         Ok(self.count(DRAIN_TIMEOUT_MS)?.map(Duration::from_millis))
+    }
+
+    /// A whole number from `min` to `max` from a variable; `what` names
+    /// the unit in the error (`"milliseconds"`, or empty).
+    pub fn ranged(
+        &self,
+        key: &str,
+        min: u64,
+        max: u64,
+        what: &str,
+    ) -> Result<Option<u64>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => {
+                    let unit = if what.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" of {what}")
+                    };
+                    let range = if max == u64::MAX {
+                        format!("{min} or more")
+                    } else {
+                        format!("from {min} to {max}")
+                    };
+                    Err(var_error(
+                        key,
+                        format!("must be a whole number{unit} {range}, found {v:?}"),
+                    ))
+                }
+            },
+        }
+    }
+
+    /// `EXOSERVICE_TRANSPORT`: `exocom` or `nats`.
+    pub fn transport(&self) -> Result<Option<Transport>, ConfigError> {
+        match self.get(TRANSPORT) {
+            None => Ok(None),
+            Some(v) => Transport::parse(v).map(Some).ok_or_else(|| {
+                var_error(TRANSPORT, format!("must be exocom or nats, found {v:?}"))
+            }),
+        }
+    }
+
+    /// `NATS_URL`, checked and written out in full (see [`nats_url`]).
+    pub fn nats_url(&self) -> Result<Option<String>, ConfigError> {
+        match self.get(NATS_URL) {
+            None => Ok(None),
+            Some(v) => nats_url(v).map(Some).map_err(|e| var_error(NATS_URL, e)),
+        }
+    }
+
+    /// `EXOSERVICE_APP`, checked to be usable in NATS subjects.
+    pub fn app(&self) -> Result<Option<String>, ConfigError> {
+        match self.get(APP) {
+            None => Ok(None),
+            Some(v) if valid_app_name(v) => Ok(Some(v.to_owned())),
+            Some(v) => Err(var_error(
+                APP,
+                format!(
+                    "must be letters, digits, '_' and '-' only (it goes into NATS subjects and the stream name EXO_<app>), found {v:?}"
+                ),
+            )),
+        }
+    }
+
+    /// `EXOSERVICE_ROUTES` read as routes JSON and checked.
+    pub fn routes(&self) -> Result<Option<Routes>, ConfigError> {
+        match self.get(ROUTES) {
+            None => Ok(None),
+            Some(v) => {
+                let routes =
+                    Routes::from_json(v).map_err(|e| var_error(ROUTES, routes_error_text(&e)))?;
+                check_at_least_once(&routes).map_err(|e| var_error(ROUTES, e))?;
+                Ok(Some(routes))
+            }
+        }
+    }
+
+    /// `EXOSERVICE_APPLICATION`, checked to name a file or a directory.
+    pub fn application(&self) -> Result<Option<PathBuf>, ConfigError> {
+        match self.get(APPLICATION) {
+            None => Ok(None),
+            Some(v) => {
+                let path = PathBuf::from(v);
+                if path.exists() {
+                    Ok(Some(path))
+                } else {
+                    Err(var_error(
+                        APPLICATION,
+                        format!(
+                            "no such file or directory: {v} (expected an application.yml or the directory holding it)"
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// `EXOSERVICE_MAX_ATTEMPTS` (1 to [`MAX_MAX_ATTEMPTS`]).
+    pub fn max_attempts(&self) -> Result<Option<u32>, ConfigError> {
+        Ok(self
+            .ranged(MAX_ATTEMPTS, 1, MAX_MAX_ATTEMPTS, "")?
+            .map(|n| n as u32))
+    }
+
+    /// `EXOSERVICE_ACK_WAIT_MS` as a duration (at least
+    /// [`MIN_ACK_WAIT_MS`]).
+    pub fn ack_wait(&self) -> Result<Option<Duration>, ConfigError> {
+        Ok(self
+            .ranged(ACK_WAIT_MS, MIN_ACK_WAIT_MS, u64::MAX, "milliseconds")?
+            .map(Duration::from_millis))
+    }
+
+    /// `EXOSERVICE_REDELIVERY_DELAY_MS` as a duration (above 0).
+    pub fn redelivery_delay(&self) -> Result<Option<Duration>, ConfigError> {
+        Ok(self
+            .ranged(REDELIVERY_DELAY_MS, 1, u64::MAX, "milliseconds")?
+            .map(Duration::from_millis))
+    }
+
+    /// `EXOSERVICE_NATS_REPLICAS` (1 to [`MAX_NATS_REPLICAS`]).
+    pub fn nats_replicas(&self) -> Result<Option<usize>, ConfigError> {
+        Ok(self
+            .ranged(NATS_REPLICAS, 1, MAX_NATS_REPLICAS, "")?
+            .map(|n| n as usize))
     }
 }
 

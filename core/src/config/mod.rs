@@ -1,6 +1,7 @@
 //! Service and application configuration: `service.yml` (and legacy
-//! `config.yml`) in all three shapes, `application.yml`, and the
-//! environment overrides (`ROLE`, `EXOCOM_HOST`, `EXOCOM_PORT`).
+//! `config.yml`) in all three shapes, `application.yml`, the environment
+//! overrides (`ROLE`, `EXOCOM_HOST`, `EXOCOM_PORT`, ...), and the transport
+//! (`EXOSERVICE_TRANSPORT`, the NATS settings, `delivery:`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -96,7 +97,96 @@ pub struct NatsSettings {
     pub replicas: usize,
 }
 
+/// Where the routes of the `nats` transport came from (named in errors).
+#[derive(Debug, Clone, Copy)]
+enum RoutesSource {
+    /// `EXOSERVICE_ROUTES`.
+    Json,
+    /// `EXOSERVICE_APPLICATION`.
+    Application,
+}
+
+impl RoutesSource {
+    fn var(self) -> &'static str {
+        match self {
+            RoutesSource::Json => env::ROUTES,
+            RoutesSource::Application => env::APPLICATION,
+        }
+    }
+}
+
 impl NatsSettings {
+    /// The settings the environment asks for, or `None` when the transport
+    /// is ExoCom: `EXOSERVICE_TRANSPORT`, else the `transport:` of the
+    /// application named by `EXOSERVICE_APPLICATION`, says which. The
+    /// routes are `EXOSERVICE_ROUTES`, else the application's; the URL is
+    /// `NATS_URL`, else the application's `nats-url:`, else
+    /// [`DEFAULT_NATS_URL`]; the name is `EXOSERVICE_APP`, else the
+    /// application's `name:` (characters other than letters, digits, `_`
+    /// and `-` made `-`), else [`DEFAULT_APP`]; `EXOSERVICE_MAX_ATTEMPTS`,
+    /// `EXOSERVICE_ACK_WAIT_MS`, `EXOSERVICE_REDELIVERY_DELAY_MS` and
+    /// `EXOSERVICE_NATS_REPLICAS` override the defaults.
+    pub fn from_env(env: &Env) -> Result<Option<NatsSettings>, ConfigError> {
+        Ok(NatsSettings::from_env_with_source(env)?.map(|(s, _)| s))
+    }
+
+    fn from_env_with_source(
+        env: &Env,
+    ) -> Result<Option<(NatsSettings, RoutesSource)>, ConfigError> {
+        let asked = env.transport()?;
+        if asked == Some(Transport::Exocom) {
+            return Ok(None);
+        }
+        let application = match env.application()? {
+            Some(path) => Some(load_application(&path)?),
+            None => None,
+        };
+        let transport = asked
+            .or(application.as_ref().and_then(|a| a.transport))
+            .unwrap_or_default();
+        if transport != Transport::Nats {
+            return Ok(None);
+        }
+        let (routes, source) = match (env.routes()?, &application) {
+            (Some(routes), _) => (routes, RoutesSource::Json),
+            (None, Some(app)) => (app.routes(), RoutesSource::Application),
+            (None, None) => {
+                return Err(env::var_error(
+                    env::TRANSPORT,
+                    "the nats transport needs the application's routes: set EXOSERVICE_ROUTES (routes JSON) or EXOSERVICE_APPLICATION (its application.yml)",
+                ));
+            }
+        };
+        let url = match env.nats_url()? {
+            Some(url) => url,
+            None => application
+                .as_ref()
+                .and_then(|a| a.nats_url.clone())
+                .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned()),
+        };
+        let app = match env.app()? {
+            Some(app) => app,
+            None => application
+                .as_ref()
+                .map(AppConfig::nats_app)
+                .unwrap_or_else(|| DEFAULT_APP.to_owned()),
+        };
+        let mut settings = NatsSettings::new(url, app, routes);
+        if let Some(n) = env.max_attempts()? {
+            settings.max_attempts = n;
+        }
+        if let Some(d) = env.ack_wait()? {
+            settings.ack_wait = d;
+        }
+        if let Some(d) = env.redelivery_delay()? {
+            settings.redelivery_delay = d;
+        }
+        if let Some(n) = env.nats_replicas()? {
+            settings.replicas = n;
+        }
+        Ok(Some((settings, source)))
+    }
+
     /// Settings for these routes with every default.
     pub fn new(
         url: impl Into<String>,
@@ -271,7 +361,9 @@ impl ServiceConfig {
     /// `EXOSERVICE_CONCURRENCY`, `EXOSERVICE_OUTGOING_BUFFER`,
     /// `EXOSERVICE_DRAIN_TIMEOUT_MS`, `EXOSERVICE_METRICS_PORT`,
     /// `EXOSERVICE_METRICS_BIND`, `EXOCOM_URL`, `EXOCOM_TOKEN`,
-    /// `EXOCOM_CA_FILE`), which win over the file.
+    /// `EXOCOM_CA_FILE`), which win over the file, and the transport
+    /// (`EXOSERVICE_TRANSPORT` and the NATS settings, see
+    /// [`NatsSettings::from_env`]).
     pub fn load(dir: impl AsRef<Path>) -> Result<ServiceConfig, ConfigError> {
         ServiceConfig::load_with(dir.as_ref(), &Env::process(), None)
     }
@@ -291,7 +383,63 @@ impl ServiceConfig {
     ) -> Result<ServiceConfig, ConfigError> {
         let file = service_file::find(dir)?;
         let parsed = service_file::read(&file)?;
-        Ok(ServiceConfig::from_file(parsed, dir, env, app_key)?.0)
+        let config = ServiceConfig::from_file(parsed, dir, env, app_key)?.0;
+        config.with_transport_from(env)
+    }
+
+    /// The same config on the transport the environment asks for (see
+    /// [`NatsSettings::from_env`]); unchanged on ExoCom. On NATS the role
+    /// must be in the routes, and the delivery modes of its received names
+    /// are the ones the routes list (the senders route by them): a mode the
+    /// service file declares otherwise is an error.
+    pub fn with_transport_from(self, env: &Env) -> Result<ServiceConfig, ConfigError> {
+        let Some((settings, source)) = NatsSettings::from_env_with_source(env)? else {
+            return Ok(self);
+        };
+        let var = source.var();
+        let Some(own) = settings.routes.role(&self.role) else {
+            let roles: Vec<&str> = settings.routes.roles.keys().map(String::as_str).collect();
+            return Err(env::var_error(
+                var,
+                format!(
+                    "role '{}' is not in the application's routes (they have: {}); set ROLE to one of them, or add the service to the application",
+                    self.role,
+                    if roles.is_empty() {
+                        "no roles".to_owned()
+                    } else {
+                        roles.join(", ")
+                    }
+                ),
+            ));
+        };
+        for (name, mode) in &self.delivery {
+            let listed = own.at_least_once.contains(name);
+            if listed != (*mode == DeliveryMode::AtLeastOnce) {
+                return Err(ConfigError::new(
+                    &self.file,
+                    format!(
+                        "delivery: {name:?} is {} here, but the routes from ${var} {}; the senders route by the routes, so both must agree",
+                        mode.as_str(),
+                        if listed {
+                            "list it under atLeastOnce"
+                        } else {
+                            "do not list it under atLeastOnce"
+                        }
+                    ),
+                ));
+            }
+        }
+        let mut delivery: std::collections::BTreeMap<String, DeliveryMode> = own
+            .at_least_once
+            .iter()
+            .map(|n| (n.clone(), DeliveryMode::AtLeastOnce))
+            .collect();
+        for (name, mode) in &self.delivery {
+            delivery.entry(name.clone()).or_insert(*mode);
+        }
+        let mut config = self.with_nats(settings);
+        config.delivery = delivery;
+        Ok(config)
     }
 
     /// Applies role resolution and the environment to a parsed file; also
@@ -310,6 +458,7 @@ impl ServiceConfig {
         config.author = parsed.author;
         config.startup = parsed.startup;
         config.setup = parsed.setup;
+        config.delivery = parsed.delivery.into_iter().collect();
         if let Some(host) = env.get(env::EXOCOM_HOST) {
             config.exocom_host = host.to_owned();
         }
@@ -407,6 +556,18 @@ impl ServiceConfig {
         self.exocom_ca_file = Some(file.into());
         self
     }
+}
+
+/// The application named by `EXOSERVICE_APPLICATION`, read with an empty
+/// environment (only its files matter here); every error in one.
+fn load_application(path: &Path) -> Result<AppConfig, ConfigError> {
+    AppConfig::load_with(path, &Env::empty()).map_err(|errors| {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        env::var_error(
+            env::APPLICATION,
+            format!("cannot read the application: {}", text.join("; ")),
+        )
+    })
 }
 
 /// Reads a service file from its text alone (no file system, no process

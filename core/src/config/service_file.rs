@@ -1,12 +1,14 @@
 //! Reading one service's `service.yml` (or legacy `config.yml`) in the
 //! 2016, 2017 and 2018 shapes into a neutral form; role resolution and the
-//! environment are applied by the caller.
+//! environment are applied by the caller. The top-level `delivery:` mapping
+//! (received name → `at-least-once` | `at-most-once`) is read in every
+//! shape.
 
 use std::path::{Path, PathBuf};
 
 use super::yaml::{Document, Node, Value};
 use super::{ConfigError, Startup};
-use crate::routes::Translation;
+use crate::routes::{DeliveryMode, Translation};
 
 /// File names a service directory may hold, in order of preference.
 pub const SERVICE_FILES: [&str; 2] = ["service.yml", "config.yml"];
@@ -45,6 +47,9 @@ pub struct ServiceFile {
     pub outgoing_buffer: Option<u64>,
     /// `exoservice.drain-timeout-ms`.
     pub drain_timeout_ms: Option<u64>,
+    /// `delivery:`: received names (internal) and how each is delivered,
+    /// in file order.
+    pub delivery: Vec<(String, DeliveryMode)>,
 }
 
 /// Finds the config file in a service directory.
@@ -126,6 +131,7 @@ pub fn parse(doc: &Document) -> Result<ServiceFile, ConfigError> {
         )?;
     }
 
+    let delivery = read_delivery(doc, root, &receives)?;
     let startup = read_startup(doc, root)?;
     let setup = doc.opt_string(root.get("setup"), "setup")?;
 
@@ -156,7 +162,69 @@ pub fn parse(doc: &Document) -> Result<ServiceFile, ConfigError> {
         concurrency,
         outgoing_buffer,
         drain_timeout_ms,
+        delivery,
     })
+}
+
+/// `delivery:`, a mapping of received message names (internal) to
+/// `at-least-once` or `at-most-once`; the receiving service declares it.
+fn read_delivery(
+    doc: &Document,
+    root: &Node,
+    receives: &[String],
+) -> Result<Vec<(String, DeliveryMode)>, ConfigError> {
+    let Some(node) = root.get("delivery").filter(|n| !n.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<(String, DeliveryMode)> = Vec::new();
+    for (key, value) in doc.mapping(node, "delivery")? {
+        let name = match &key.value {
+            Value::Str(s) if !s.trim().is_empty() => s.clone(),
+            _ => {
+                return Err(doc.error_at(
+                    key,
+                    format!(
+                        "delivery: each key must be the name of a message this service receives, found {}",
+                        key.kind()
+                    ),
+                ));
+            }
+        };
+        if !receives.contains(&name) {
+            let received = if receives.is_empty() {
+                "it receives nothing".to_owned()
+            } else {
+                format!("it receives: {}", receives.join(", "))
+            };
+            return Err(doc.error_at(
+                key,
+                format!(
+                    "delivery: {name:?} is not a message this service receives ({received}); the receiving service declares how it takes a message"
+                ),
+            ));
+        }
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(doc.error_at(key, format!("delivery: {name:?} is listed twice")));
+        }
+        let mode = match &value.value {
+            Value::Str(s) => DeliveryMode::parse(s.trim()),
+            _ => None,
+        };
+        let Some(mode) = mode else {
+            let found = match &value.value {
+                Value::Str(s) => format!("{s:?}"),
+                _ => value.kind().to_owned(),
+            };
+            return Err(doc.error_at(
+                value,
+                format!(
+                    "delivery of {name:?} must be at-least-once or at-most-once, found {found}"
+                ),
+            ));
+        };
+        out.push((name, mode));
+    }
+    Ok(out)
 }
 
 fn push_unique(list: &mut Vec<String>, name: String) {

@@ -339,12 +339,11 @@ async fn connect(link: &Arc<Link>, stop: &mut watch::Receiver<bool>) -> Option<C
                 let url = events_url.clone();
                 async move {
                     match event {
-                        async_nats::Event::Connected => {
+                        async_nats::Event::Connected
                             if !status.connected.swap(true, Ordering::AcqRel)
-                                && status.registrations.load(Ordering::Acquire) > 0
-                            {
-                                tracing::info!("reconnected to NATS at {url}");
-                            }
+                                && status.registrations.load(Ordering::Acquire) > 0 =>
+                        {
+                            tracing::info!("reconnected to NATS at {url}");
                         }
                         async_nats::Event::Disconnected => {
                             status.connected.store(false, Ordering::Release);
