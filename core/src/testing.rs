@@ -34,6 +34,11 @@
 //! Nothing is routed between services, and nothing is checked against any
 //! routes: the mock is a recorder and a remote control.
 
+/// Real `nats-server` processes (one node or a cluster) for testing
+/// services on the `nats` transport.
+#[cfg(feature = "nats")]
+pub mod nats;
+
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

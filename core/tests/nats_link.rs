@@ -1,0 +1,126 @@
+//! The nats transport end to end through the `Engine`: request and reply
+//! with translations, an at-least-once copy next to an at-most-once one,
+//! and an undeclared name refused at the call site.
+
+#![cfg(feature = "nats")]
+
+use std::time::Duration;
+
+use exoservice::config::{NatsSettings, ServiceConfig};
+use exoservice::routes::{DeliveryMode, Routes};
+use exoservice::testing::nats::NatsServer;
+use exoservice::{Engine, ExoError};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn routes() -> Routes {
+    serde_json::from_value(json!({
+        "web": {"sends": ["users.get", "users.create"], "receives": ["users.found", "users.created"]},
+        "users": {
+            "receives": ["get", "create"], "sends": ["found", "created"],
+            "translations": [
+                {"public": "users.get", "internal": "get"},
+                {"public": "users.found", "internal": "found"},
+                {"public": "users.create", "internal": "create"},
+                {"public": "users.created", "internal": "created"}
+            ],
+            "atLeastOnce": ["create"]
+        }
+    }))
+    .unwrap()
+}
+
+fn engine(url: &str, app: &str, role: &str) -> Engine {
+    let r = routes();
+    let own = r.roles[role].clone();
+    let mut config = ServiceConfig::from_parts(role, own.receives.clone(), own.sends.clone())
+        .with_nats(NatsSettings::new(url, app, r));
+    for name in &own.at_least_once {
+        config = config.with_delivery(name.clone(), DeliveryMode::AtLeastOnce);
+    }
+    let engine = Engine::new(config);
+    engine.announce_online(false);
+    for name in &own.receives {
+        engine.handle(name).unwrap();
+    }
+    engine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reply_and_both_delivery_modes() {
+    let server_url = match std::env::var("TMP_NATS") {
+        Ok(u) => u,
+        Err(_) => {
+            let s = NatsServer::start().await.expect("nats-server");
+            let u = s.url();
+            std::mem::forget(s);
+            u
+        }
+    };
+    let app = format!("link{}", fastrand::u32(..));
+    let users = std::sync::Arc::new(engine(&server_url, &app, "users"));
+    let web = engine(&server_url, &app, "web");
+    users.connect().unwrap();
+    web.connect().unwrap();
+    assert!(users.wait_online(WAIT).await, "users online");
+    assert!(web.wait_online(WAIT).await, "web online");
+
+    let serving = users.clone();
+    let server_task = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(d) = serving.next().await {
+            let m = d.message();
+            seen.push((m.name.clone(), d.attempt(), m.sender.clone()));
+            match m.name.as_str() {
+                "get" => d.ctx().reply("found", &json!({"name": "ann"})).unwrap(),
+                "create" => d.ctx().reply("created", &json!({"id": 1})).unwrap(),
+                other => panic!("unexpected {other}"),
+            }
+            if seen.len() == 2 {
+                return seen;
+            }
+        }
+        seen
+    });
+
+    let client = web.client();
+    let answer = client
+        .request("users.get", &json!({"id": 1}), WAIT)
+        .await
+        .expect("an answer to users.get");
+    assert_eq!(answer.name, "users.found");
+    assert_eq!(answer.payload_value(), json!({"name": "ann"}));
+    assert_eq!(answer.sender.as_deref(), Some("users"));
+    assert!(answer.timestamp.is_some());
+    assert!(
+        answer.response_time.is_some(),
+        "the reply says how long it took"
+    );
+
+    let answer = client
+        .request("users.create", &json!({"name": "bo"}), WAIT)
+        .await
+        .expect("an answer to users.create (at-least-once)");
+    assert_eq!(answer.name, "users.created");
+
+    let seen = tokio::time::timeout(WAIT, server_task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen,
+        [
+            ("get".to_owned(), 1, Some("web".to_owned())),
+            ("create".to_owned(), 1, Some("web".to_owned()))
+        ]
+    );
+
+    match client.send("users.delete", &json!({})) {
+        Err(ExoError::Undeclared { name, .. }) => assert_eq!(name, "users.delete"),
+        other => panic!("expected Undeclared, got {other:?}"),
+    }
+    let report = web.drain().await;
+    assert_eq!(report.unsent_messages, 0);
+    users.drain().await;
+}
