@@ -124,3 +124,77 @@ async fn request_reply_and_both_delivery_modes() {
     assert_eq!(report.unsent_messages, 0);
     users.drain().await;
 }
+
+/// Routes where the caller takes its answers at-least-once.
+fn durable_answer_routes() -> Routes {
+    serde_json::from_value(json!({
+        "web": {"sends": ["users.create"], "receives": ["users.created"], "atLeastOnce": ["users.created"]},
+        "users": {"receives": ["users.create"], "sends": ["users.created"]}
+    }))
+    .unwrap()
+}
+
+fn engine_with(url: &str, app: &str, role: &str, routes: &Routes) -> Engine {
+    let own = routes.roles[role].clone();
+    let mut config = ServiceConfig::from_parts(role, own.receives.clone(), own.sends.clone())
+        .with_nats(NatsSettings::new(url, app, routes.clone()));
+    for name in &own.at_least_once {
+        config = config.with_delivery(name.clone(), DeliveryMode::AtLeastOnce);
+    }
+    let engine = Engine::new(config);
+    engine.announce_online(false);
+    for name in &own.receives {
+        engine.handle(name).unwrap();
+    }
+    engine
+}
+
+/// An answer declared at-least-once goes to whichever instance of the
+/// caller's role pulls it; that instance forwards it to the one whose
+/// request waits (the activity's member), so every request gets its answer
+/// although two instances share the role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_answers_reach_the_waiting_instance() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let app = format!("fwd{}", fastrand::u32(..));
+    let routes = durable_answer_routes();
+    let users = std::sync::Arc::new(engine_with(&server.url(), &app, "users", &routes));
+    let asker = engine_with(&server.url(), &app, "web", &routes);
+    let other = std::sync::Arc::new(engine_with(&server.url(), &app, "web", &routes));
+    for e in [&*users, &asker, &*other] {
+        e.connect().unwrap();
+        assert!(e.wait_online(WAIT).await);
+    }
+    let serving = users.clone();
+    tokio::spawn(async move {
+        while let Some(d) = serving.next().await {
+            d.ctx().reply("users.created", &d.message().payload_value()).unwrap();
+        }
+    });
+    // The other web instance must never run a handler for the answers: they
+    // all belong to the asker's waiting requests.
+    let bystander = other.clone();
+    let stray = tokio::spawn(async move {
+        let mut n = 0;
+        while tokio::time::timeout(Duration::from_secs(3), bystander.next())
+            .await
+            .is_ok_and(|d| d.is_some())
+        {
+            n += 1;
+        }
+        n
+    });
+    let client = asker.client();
+    for i in 0..20 {
+        let answer = client
+            .request("users.create", &json!({"n": i}), WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(answer.name, "users.created");
+        assert_eq!(answer.payload_value(), json!({"n": i}));
+    }
+    assert_eq!(stray.await.unwrap(), 0, "answers reached the other instance's handlers");
+    asker.drain().await;
+    other.drain().await;
+    users.drain().await;
+}

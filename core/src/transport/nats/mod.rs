@@ -20,31 +20,32 @@
 
 mod activity;
 mod plan;
+mod receive;
+mod send;
 mod settle;
 pub mod subjects;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
-use async_nats::jetstream::{self, AckKind, stream};
-use async_nats::{Client, HeaderMap, ServerAddr, StatusCode};
+use async_nats::jetstream::{self, stream};
+use async_nats::{Client, HeaderMap, ServerAddr};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use activity::{Activities, Members};
+use activity::Activities;
 use plan::Plan;
-use settle::{JsSettle, Policy};
+use settle::Policy;
 use subjects::*;
 
 use crate::config::{ConfigError, NatsSettings, ServiceConfig};
 use crate::dispatch::Queued;
-use crate::message::Message;
-use crate::relay::{Backoff, Inbound, Outbox, Take};
+use crate::relay::{Backoff, Inbound, Outbox};
 
 /// Frames taken from the outbox at once.
 const BATCH: usize = 256;
@@ -484,16 +485,18 @@ async fn setup(
         .await
         .map_err(|e| format!("cannot flush the subscriptions: {e}"))?;
 
-    tasks.spawn(write(link.clone(), client.clone(), js.clone()));
-    tasks.spawn(read_plain(
+    tasks.spawn(send::write(link.clone(), client.clone(), js.clone()));
+    tasks.spawn(receive::read_plain(
         link.clone(),
+        client.clone(),
         futures_util::stream::select_all(plain),
         deliveries.clone(),
     ));
-    tasks.spawn(reroute(link.clone(), client.clone(), no_responders));
+    tasks.spawn(send::reroute(link.clone(), client.clone(), no_responders));
     if let Some((consumer, policy, advisories, stream)) = durable {
-        tasks.spawn(read_durable(
+        tasks.spawn(receive::read_durable(
             link.clone(),
+            client.clone(),
             consumer,
             policy.clone(),
             deliveries.clone(),
@@ -501,336 +504,6 @@ async fn setup(
         tasks.spawn(dead_letter_stranded(advisories, policy, stream));
     }
     Ok(())
-}
-
-/// A JetStream copy published and not yet confirmed.
-struct Unconfirmed {
-    subject: String,
-    headers: HeaderMap,
-    body: Bytes,
-    ack: Option<jetstream::context::PublishAckFuture>,
-}
-
-/// Takes frames from the outbox and publishes one copy per receiving role.
-async fn write(link: Arc<Link>, client: Client, js: jetstream::Context) {
-    let mut frames = Vec::with_capacity(BATCH);
-    let mut unconfirmed = Vec::new();
-    loop {
-        link.outbox.take_batch(BATCH, &mut frames).await;
-        for frame in &frames {
-            route(&link, &client, &js, frame, &mut unconfirmed).await;
-        }
-        for copy in unconfirmed.drain(..) {
-            confirm(&js, copy).await;
-        }
-        let n = frames.len();
-        frames.clear();
-        link.outbox.written(n);
-    }
-}
-
-/// Waits for the stream to confirm a copy; publishes it again (the same
-/// message id, so it is stored once) until it does.
-async fn confirm(js: &jetstream::Context, mut copy: Unconfirmed) {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-    loop {
-        let result = match copy.ack.take() {
-            Some(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            None => match js
-                .publish_with_headers(
-                    copy.subject.clone(),
-                    copy.headers.clone(),
-                    copy.body.clone(),
-                )
-                .await
-            {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-        };
-        match result {
-            Ok(()) => return,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                if backoff.should_log() {
-                    tracing::warn!(
-                        "the stream did not confirm a message on {}: {e}; publishing it again",
-                        copy.subject
-                    );
-                }
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-/// Routes one frame of this service.
-async fn route(
-    link: &Link,
-    client: &Client,
-    js: &jetstream::Context,
-    frame: &str,
-    unconfirmed: &mut Vec<Unconfirmed>,
-) {
-    let mut msg = match Message::parse(frame.as_bytes()) {
-        Ok(msg) => msg,
-        Err(e) => {
-            tracing::warn!("dropped an outgoing frame: {e}");
-            return;
-        }
-    };
-    let public = link.plan.to_public(&msg.name).to_owned();
-    let receivers = link.plan.receivers(&public);
-    if receivers.is_empty() {
-        tracing::warn!("No receivers for message '{public}' registered");
-        return;
-    }
-    let app = &link.settings.app;
-    let mut me = Members::default();
-    me.add(&link.role, &link.instance);
-    let (members, since) = link
-        .activities
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .touch(msg.activity(), &me, Instant::now());
-    msg.name = public;
-    msg.timestamp = Some(crate::bus::rfc3339_nanos(SystemTime::now()));
-    msg.response_time = since.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let body = Bytes::from(msg.to_json());
-    let mut headers = HeaderMap::new();
-    headers.insert(MEMBERS_HEADER, members.header());
-    let id = msg.id.as_deref().unwrap_or_default();
-    for receiver in receivers {
-        let result = if receiver.durable {
-            let subject = durable_subject(app, &receiver.role);
-            let mut h = headers.clone();
-            h.insert("Nats-Msg-Id", format!("{id}:{}", receiver.role));
-            let ack = js
-                .publish_with_headers(subject.clone(), h.clone(), body.clone())
-                .await
-                .ok();
-            unconfirmed.push(Unconfirmed {
-                subject,
-                headers: h,
-                body: body.clone(),
-                ack,
-            });
-            Ok(())
-        } else if let Some(instance) = members.of(&receiver.role) {
-            let seq = link.seq.fetch_add(1, Ordering::Relaxed);
-            link.fallbacks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(
-                    seq,
-                    Fallback {
-                        subject: role_subject(app, &receiver.role),
-                        headers: headers.clone(),
-                        body: body.clone(),
-                        activity: msg.activity().to_owned(),
-                        instance: instance.to_owned(),
-                    },
-                    Instant::now(),
-                );
-            client
-                .publish_with_reply_and_headers(
-                    instance_subject(app, instance),
-                    no_responders_subject(app, &link.instance, seq),
-                    headers.clone(),
-                    body.clone(),
-                )
-                .await
-        } else {
-            client
-                .publish_with_headers(
-                    role_subject(app, &receiver.role),
-                    headers.clone(),
-                    body.clone(),
-                )
-                .await
-        };
-        if let Err(e) = result {
-            tracing::warn!("cannot publish '{}' to '{}': {e}", msg.name, receiver.role);
-        }
-    }
-}
-
-/// Sends a sticky copy whose instance is gone to its role instead.
-async fn reroute(link: Arc<Link>, client: Client, mut replies: async_nats::Subscriber) {
-    while let Some(reply) = replies.next().await {
-        if reply.status != Some(StatusCode::NO_RESPONDERS) {
-            continue;
-        }
-        let Some(seq) = reply
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        let fallback = link
-            .fallbacks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .remove(&seq);
-        let Some(fallback) = fallback else { continue };
-        link.activities
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .forget(&fallback.activity, &fallback.instance);
-        tracing::debug!(
-            "instance {} left; activity {} goes to {}",
-            fallback.instance,
-            fallback.activity,
-            fallback.subject
-        );
-        if let Err(e) = client
-            .publish_with_headers(fallback.subject, fallback.headers, fallback.body)
-            .await
-        {
-            tracing::warn!(
-                "cannot re-route a message of activity {}: {e}",
-                fallback.activity
-            );
-        }
-    }
-}
-
-/// Reads a received frame, checks it against the routes, learns the
-/// activity's members. `None` (logged) when it must not be handled.
-fn admit(link: &Link, payload: &[u8], headers: Option<&HeaderMap>) -> Option<Message> {
-    let mut msg = match Message::parse(payload) {
-        Ok(msg) => msg,
-        Err(e) => {
-            tracing::warn!("dropped a frame from NATS: {e}");
-            return None;
-        }
-    };
-    match link.plan.admit(msg.sender.as_deref(), &msg.name) {
-        Ok(internal) => msg.name = internal.to_owned(),
-        Err(why) => {
-            tracing::warn!(
-                "dropped '{}' (activity {}) from NATS: {why}",
-                msg.name,
-                msg.activity()
-            );
-            return None;
-        }
-    }
-    let mut seen = headers
-        .and_then(|h| h.get(MEMBERS_HEADER))
-        .map(|v| Members::parse(v.as_str()))
-        .unwrap_or_default();
-    seen.add(&link.role, &link.instance);
-    link.activities
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .touch(msg.activity(), &seen, Instant::now());
-    Some(msg)
-}
-
-/// Hands at-most-once copies (role subject and inbox) to the service.
-async fn read_plain(
-    link: Arc<Link>,
-    mut subscriptions: futures_util::stream::SelectAll<async_nats::Subscriber>,
-    deliveries: mpsc::Sender<Queued>,
-) {
-    loop {
-        // Room for a delivery first, so the subscription's buffer holds
-        // what the handlers cannot take yet.
-        let permit = deliveries.reserve().await.ok();
-        let Some(msg) = subscriptions.next().await else {
-            return;
-        };
-        let Some(msg) = admit(&link, &msg.payload, msg.headers.as_ref()) else {
-            continue;
-        };
-        match link.inbound.take(msg) {
-            Take::Handle(msg) => match permit {
-                Some(permit) => permit.send(Queued::plain(msg)),
-                None => tracing::warn!(
-                    "dropped '{}': the service no longer takes messages",
-                    msg.name
-                ),
-            },
-            Take::Settled | Take::Dropped | Take::Stopping => {}
-        }
-    }
-}
-
-/// Hands at-least-once copies from the role's consumer to the service.
-async fn read_durable(
-    link: Arc<Link>,
-    consumer: PullConsumer,
-    policy: Arc<Policy>,
-    deliveries: mpsc::Sender<Queued>,
-) {
-    let batch = link.concurrency.clamp(1, 256);
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    loop {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .messages()
-            .await;
-        let mut messages = match messages {
-            Ok(m) => m,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                if backoff.should_log() {
-                    tracing::warn!("cannot pull from consumer '{}': {e}; retrying", link.role);
-                }
-                tokio::time::sleep(delay).await;
-                continue;
-            }
-        };
-        loop {
-            let Ok(permit) = deliveries.reserve().await else {
-                return;
-            };
-            let msg = match messages.next().await {
-                Some(Ok(msg)) => msg,
-                Some(Err(e)) => {
-                    tracing::debug!("pulling from consumer '{}': {e}", link.role);
-                    continue;
-                }
-                None => break,
-            };
-            backoff.reset();
-            let attempt = msg
-                .info()
-                .map(|i| u32::try_from(i.delivered).unwrap_or(1))
-                .unwrap_or(1)
-                .max(1);
-            let Some(parsed) = admit(&link, &msg.payload, msg.headers.as_ref()) else {
-                let _ = msg.ack_with(AckKind::Term).await;
-                continue;
-            };
-            let name = parsed.name.clone();
-            match link.inbound.take(parsed) {
-                Take::Handle(parsed) => {
-                    let settle =
-                        JsSettle::new(msg, attempt, name, policy.clone(), link.settings.ack_wait);
-                    permit.send(Queued {
-                        msg: parsed,
-                        settle: Some(Box::new(settle)),
-                        attempt,
-                    });
-                }
-                Take::Settled => {
-                    let _ = msg.ack().await;
-                }
-                Take::Dropped => {
-                    let _ = msg.ack_with(AckKind::Term).await;
-                }
-                Take::Stopping => {
-                    let _ = msg.ack_with(AckKind::Nak(None)).await;
-                }
-            }
-        }
-    }
 }
 
 /// Dead-letters messages that reached their last attempt without being

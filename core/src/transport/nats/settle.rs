@@ -99,6 +99,22 @@ impl JsSettle {
     }
 }
 
+impl JsSettle {
+    /// The copy's body (the frame, public name).
+    pub(crate) fn payload(&self) -> bytes::Bytes {
+        self.msg.payload.clone()
+    }
+
+    /// Ends the copy without another attempt (no handler takes it).
+    pub(crate) fn terminate(self) {
+        self.progress.abort();
+        let msg = self.msg;
+        self.policy.runtime.spawn(async move {
+            let _ = msg.ack_with(AckKind::Term).await;
+        });
+    }
+}
+
 impl Settle for JsSettle {
     fn settle(self: Box<Self>, outcome: Outcome) {
         self.progress.abort();

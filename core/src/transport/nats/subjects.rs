@@ -54,6 +54,11 @@ pub(crate) fn max_deliveries_subject(app: &str, role: &str) -> String {
 
 /// Who took part in the message's activity: `role=instance,…`.
 pub const MEMBERS_HEADER: &str = "Exo-Members";
+/// On a copy forwarded to the instance its activity sticks to: answer
+/// when it is finished.
+pub const FORWARD_HEADER: &str = "Exo-Forward";
+/// On a forwarded copy: which attempt it is.
+pub const ATTEMPT_HEADER: &str = "Exo-Attempt";
 /// On a dead letter: how many attempts were made.
 pub const ATTEMPTS_HEADER: &str = "Exo-Attempts";
 /// On a dead letter: why it was given up.
