@@ -99,6 +99,11 @@ impl<S: Subscriber> Layer<S> for PythonLogging {
     }
 
     fn enabled(&self, metadata: &Metadata<'_>, _: Context<'_, S>) -> bool {
+        // The NATS client library's own chatter (connected, ...) is left
+        // out below warnings; the core says what matters in its own words.
+        if metadata.target().starts_with("async_nats") && *metadata.level() > tracing::Level::WARN {
+            return false;
+        }
         python_level(metadata.level()) >= MIN_LEVEL.load(Ordering::Relaxed)
     }
 
