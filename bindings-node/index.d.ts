@@ -59,6 +59,12 @@ export interface HandlerContext {
   name: string
   /** Its activity id. */
   activityId: string
+  /**
+   * Which attempt at the message this is: 1 for a first delivery, 2 and more
+   * when an at-least-once message comes again after a failed handler (threw
+   * or rejected) or an instance that died (NATS; always 1 on ExoCom).
+   */
+  deliveryAttempt: number
   /** The role that sent it, when the bus says. */
   sender: string | null
   /** Its auth (`null` when none). */

@@ -286,6 +286,7 @@ class ExoService extends EventEmitter {
     return {
       name,
       activityId: d.activityId,
+      deliveryAttempt: d.deliveryAttempt,
       sender: d.sender,
       auth: decode(d.auth),
       isSecurity: d.isSecurity,

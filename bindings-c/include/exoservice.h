@@ -459,6 +459,15 @@ const char *exo_ctx_payload(const exo_ctx *ctx);
 // `ctx` is NULL or a live `exo_ctx`.
 bool exo_ctx_is_security(const exo_ctx *ctx);
 
+// Which attempt at the message being handled this is: 1 for a first
+// delivery, 2 and more when an at-least-once message comes again after a
+// failed handler (`exo_ctx_fail`) or an instance that died (NATS; always
+// 1 on ExoCom). 0 only when `ctx` is NULL (with `exo_last_error`).
+//
+// # Safety
+// `ctx` is NULL or a live `exo_ctx`.
+uint32_t exo_ctx_delivery_attempt(const exo_ctx *ctx);
+
 // Replies to the message being handled: a message `name` (declared under
 // `sends`) with the request's `activityId`, `auth` and `isSecurity`.
 // `payload_json` is UTF-8 JSON text, or NULL for no payload.

@@ -191,6 +191,21 @@ pub unsafe extern "C" fn exo_ctx_is_security(ctx: *const CtxHandle) -> bool {
     })
 }
 
+/// Which attempt at the message being handled this is: 1 for a first
+/// delivery, 2 and more when an at-least-once message comes again after a
+/// failed handler (`exo_ctx_fail`) or an instance that died (NATS; always
+/// 1 on ExoCom). 0 only when `ctx` is NULL (with `exo_last_error`).
+///
+/// # Safety
+/// `ctx` is NULL or a live `exo_ctx`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn exo_ctx_delivery_attempt(ctx: *const CtxHandle) -> u32 {
+    value_of("exo_ctx_delivery_attempt", 0, || {
+        // SAFETY: per the contract.
+        Ok(unsafe { handle(ctx) }?.ctx.delivery_attempt())
+    })
+}
+
 /// Replies to the message being handled: a message `name` (declared under
 /// `sends`) with the request's `activityId`, `auth` and `isSecurity`.
 /// `payload_json` is UTF-8 JSON text, or NULL for no payload.

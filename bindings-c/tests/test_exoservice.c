@@ -330,6 +330,7 @@ static struct {
     pthread_t thread; /* the thread of the last handler call */
     int bad_reply_rc, undeclared_reply_rc, poll_inside_rc;
     char activity[64], sender[64], message_id[64], name[64];
+    unsigned attempt;
     char hello_auth[256], hello_activity[64];
     int hello_security;
     pthread_t worker;
@@ -343,6 +344,7 @@ static void on_ping(exo_ctx *ctx, const char *payload_json, void *user) {
     copy(seen.sender, sizeof seen.sender, exo_ctx_sender(ctx));
     copy(seen.message_id, sizeof seen.message_id, exo_ctx_message_id(ctx));
     copy(seen.name, sizeof seen.name, exo_ctx_name(ctx));
+    seen.attempt = exo_ctx_delivery_attempt(ctx);
     seen.bad_reply_rc = exo_reply(ctx, "pong", "{\"unclosed\": ");
     seen.undeclared_reply_rc = exo_reply(ctx, "not-declared", "{}");
     if (exo_reply(ctx, "pong", payload_json) != EXO_OK)
@@ -459,6 +461,9 @@ static void test_null_arguments(void) {
     CHECK_RC(exo_service_poll(NULL, 0), EXO_ERR_USAGE);
     CHECK_RC(exo_reply(NULL, "pong", "{}"), EXO_ERR_USAGE);
     CHECK(exo_ctx_name(NULL) == NULL, "ctx name of NULL");
+    CHECK(exo_ctx_delivery_attempt(NULL) == 0, "delivery attempt of NULL");
+    CHECK(strstr(exo_last_error(), "exo_ctx_delivery_attempt: ctx is NULL") != NULL,
+          "error text: %s", exo_last_error());
     CHECK(exo_service_role(NULL) == NULL, "role of NULL");
     CHECK(exo_ctx_detach(NULL) == NULL, "detach NULL");
     CHECK_RC(exo_options_set_role(NULL, "x"), EXO_ERR_USAGE);
@@ -571,6 +576,7 @@ static void test_on_reply_request(void) {
     CHECK(strcmp(seen.sender, "tester") == 0, "ctx sender %s", seen.sender);
     CHECK(strlen(seen.activity) == 36, "ctx activity id %s", seen.activity);
     CHECK(strlen(seen.message_id) == 36, "ctx message id %s", seen.message_id);
+    CHECK(seen.attempt == 1, "delivery attempt on ExoCom: %u", seen.attempt);
     CHECK(seen.bad_reply_rc == EXO_ERR_PAYLOAD, "bad JSON reply refused: %s",
           exo_status_name(seen.bad_reply_rc));
     CHECK(seen.undeclared_reply_rc == EXO_ERR_UNDECLARED, "undeclared reply refused: %s",

@@ -68,6 +68,13 @@ impl NativeDelivery {
         self.ctx.activity_id().to_owned()
     }
 
+    /// Which attempt at the message this is: 1 for a first delivery, more
+    /// when an at-least-once message comes again (NATS).
+    #[napi(getter, catch_unwind)]
+    pub fn delivery_attempt(&self) -> u32 {
+        self.ctx.delivery_attempt()
+    }
+
     /// The sending role, when the bus says.
     #[napi(getter, catch_unwind)]
     pub fn sender(&self) -> Option<String> {

@@ -57,7 +57,21 @@ fn count(n: usize) -> u32 {
 
 /// Builds the config from the options, the environment and the file.
 fn build_config(opts: EngineOptions) -> napi::Result<ServiceConfig> {
-    let env = ConfigEnv::process();
+    let mut env = ConfigEnv::process();
+    if let Some(role) = &opts.role {
+        if !exoservice::routes::is_valid_role(role) {
+            return Err(js_error(ExoError::Config(
+                exoservice::config::ConfigError::new(
+                    "(options)",
+                    format!(
+                        "role {role:?} is not a role name (letters and digits in groups joined by single hyphens)"
+                    ),
+                ),
+            )));
+        }
+        // The role decides the routes' entry on NATS: read the config as it.
+        env = env.with("ROLE", role.as_str());
+    }
     let mut config = if opts.receives.is_some() || opts.sends.is_some() {
         let role = opts
             .role
@@ -76,21 +90,13 @@ fn build_config(opts: EngineOptions) -> napi::Result<ServiceConfig> {
             config.exocom_port = port;
         }
         config
+            .with_transport_from(&env)
+            .map_err(|e| js_error(e.into()))?
     } else {
         let dir = PathBuf::from(opts.config_dir.as_deref().unwrap_or("."));
-        ServiceConfig::load(&dir).map_err(|e| js_error(e.into()))?
+        ServiceConfig::load_with(&dir, &env, None).map_err(|e| js_error(e.into()))?
     };
     if let Some(role) = opts.role {
-        if !exoservice::routes::is_valid_role(&role) {
-            return Err(js_error(ExoError::Config(
-                exoservice::config::ConfigError::new(
-                    "(options)",
-                    format!(
-                        "role {role:?} is not a role name (letters and digits in groups joined by single hyphens)"
-                    ),
-                ),
-            )));
-        }
         config.role = role;
     }
     if let Some(host) = opts.exocom_host {

@@ -489,6 +489,13 @@ impl NativeDelivery {
         self.ctx.activity_id()
     }
 
+    /// Which attempt at the message this is: 1 for a first delivery, more
+    /// when an at-least-once message comes again (NATS).
+    #[getter]
+    fn delivery_attempt(&self) -> u32 {
+        self.ctx.delivery_attempt()
+    }
+
     /// The message's `auth` as a Python value.
     #[getter]
     fn auth<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

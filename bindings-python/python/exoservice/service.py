@@ -71,6 +71,14 @@ class _BaseContext:
         return self._d.activity_id
 
     @property
+    def delivery_attempt(self) -> int:
+        """Which attempt at this message the handler is: 1 for a first
+        delivery, 2 and more when an at-least-once message comes again after
+        a failed handler (raised) or an instance that died (on NATS; always
+        1 on ExoCom)."""
+        return self._d.delivery_attempt
+
+    @property
     def auth(self) -> Any:
         """The message's ``auth`` (opaque credentials), ``None`` if absent.
         Replies, sends and requests from this handler carry it on."""
