@@ -168,7 +168,9 @@ async fn at_least_once_answers_reach_the_waiting_instance() {
     let serving = users.clone();
     tokio::spawn(async move {
         while let Some(d) = serving.next().await {
-            d.ctx().reply("users.created", &d.message().payload_value()).unwrap();
+            d.ctx()
+                .reply("users.created", &d.message().payload_value())
+                .unwrap();
         }
     });
     // The other web instance must never run a handler for the answers: they
@@ -193,7 +195,11 @@ async fn at_least_once_answers_reach_the_waiting_instance() {
         assert_eq!(answer.name, "users.created");
         assert_eq!(answer.payload_value(), json!({"n": i}));
     }
-    assert_eq!(stray.await.unwrap(), 0, "answers reached the other instance's handlers");
+    assert_eq!(
+        stray.await.unwrap(),
+        0,
+        "answers reached the other instance's handlers"
+    );
     asker.drain().await;
     other.drain().await;
     users.drain().await;
