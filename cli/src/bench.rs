@@ -1,20 +1,63 @@
 //! `exo bench`: request-reply throughput and latency through a real bus,
-//! and the bus's memory with many idle connections.
+//! and the bus's memory with many idle connections; the same request-reply
+//! figures over NATS (`--transport nats`, or `both` for the two side by
+//! side).
 //!
 //! The bus runs as its own process (the `exocom` binary next to `exo`), so
 //! its memory is measured alone. The ping services and the driver run in
-//! this process, over real WebSockets on loopback.
+//! this process, over real WebSockets on loopback. Over NATS they connect
+//! to the server at `--nats-url`, or to a `nats-server` the bench starts on
+//! a free loopback port for the run; the idle-connection memory figure is
+//! ExoCom's only.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use exoservice::config::ServiceConfig;
+use exoservice::config::{NatsSettings, ServiceConfig};
+use exoservice::routes::Routes;
+use exoservice::testing::nats::NatsServer;
 use exoservice::{Ctx, Engine, RunningService, Service};
 use futures_util::SinkExt;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::bench_langs::PingTarget;
+
+/// Which transport the bench measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BenchTransport {
+    /// Through an ExoCom bus process (the default).
+    #[default]
+    Exocom,
+    /// Over a NATS server.
+    Nats,
+    /// ExoCom, then NATS, then the two side by side.
+    Both,
+}
+
+impl BenchTransport {
+    /// Reads `exocom`, `nats` or `both` (any case).
+    pub fn parse(text: &str) -> Result<BenchTransport, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "exocom" => Ok(BenchTransport::Exocom),
+            "nats" => Ok(BenchTransport::Nats),
+            "both" => Ok(BenchTransport::Both),
+            other => Err(format!(
+                "unknown transport '{other}'; expected exocom, nats or both"
+            )),
+        }
+    }
+
+    fn exocom(self) -> bool {
+        matches!(self, BenchTransport::Exocom | BenchTransport::Both)
+    }
+
+    fn nats(self) -> bool {
+        matches!(self, BenchTransport::Nats | BenchTransport::Both)
+    }
+}
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -32,6 +75,11 @@ pub struct BenchArgs {
     /// Languages whose ping example (`examples/<lang>-ping`, one process)
     /// is measured too; empty: none.
     pub langs: Vec<String>,
+    /// Which transport to measure.
+    pub transport: BenchTransport,
+    /// The NATS server to use (`nats://host:port`, or a comma-separated
+    /// list); `None`: start a `nats-server` for the run.
+    pub nats_url: Option<String>,
 }
 
 /// One measured run.
@@ -119,6 +167,46 @@ pub fn free_port() -> Result<u16, String> {
 /// The routes the bench uses: `bench` asks `ping`, `idle` only connects.
 pub const ROUTES: &str = r#"{"bench":{"sends":["ping"],"receives":["pong"]},"ping":{"receives":["ping"],"sends":["pong"]},"idle":{}}"#;
 
+/// The routes of the bench over NATS: `bench` asks `ping`.
+pub const NATS_ROUTES: &str = r#"{"bench":{"sends":["ping"],"receives":["pong"]},"ping":{"receives":["ping"],"sends":["pong"]}}"#;
+
+/// Where the services of a NATS run connect: the server, the app name
+/// (a fresh one per run) and the routes.
+#[derive(Debug, Clone)]
+pub struct NatsTarget {
+    /// The server URL (or comma-separated cluster seeds).
+    pub url: String,
+    /// The application name (subjects `exo.<app>.…`).
+    pub app: String,
+    /// The routes JSON ([`NATS_ROUTES`]).
+    pub routes_json: String,
+}
+
+impl NatsTarget {
+    /// The NATS settings of a service of this run.
+    pub fn settings(&self) -> Result<NatsSettings, String> {
+        let routes = Routes::from_json(&self.routes_json).map_err(|e| e.to_string())?;
+        Ok(NatsSettings::new(&self.url, &self.app, routes))
+    }
+}
+
+/// A fresh application name for one NATS run (`bench-<pid>-<nanos>`).
+fn fresh_app() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("bench-{}-{nanos}", std::process::id())
+}
+
+/// One measured handler at one concurrency, for the side-by-side table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// What answered the pings (`Rust, 2 services in-process`, `python example`).
+    pub handler: String,
+    /// The figures.
+    pub figures: Figures,
+}
+
 fn exocom_path(args: &BenchArgs) -> Result<PathBuf, String> {
     if let Some(p) = &args.exocom {
         return Ok(p.clone());
@@ -138,10 +226,19 @@ fn exocom_path(args: &BenchArgs) -> Result<PathBuf, String> {
 
 /// Starts `n` Rust ping services against the bus on `port`.
 pub async fn start_ping_services(n: usize, port: u16) -> Result<Vec<RunningService>, String> {
+    let config =
+        ServiceConfig::from_parts("ping", ["ping"], ["pong"]).with_exocom("127.0.0.1", port);
+    start_ping_services_with(n, &config).await
+}
+
+/// Starts `n` Rust ping services with this config (role `ping`).
+pub async fn start_ping_services_with(
+    n: usize,
+    config: &ServiceConfig,
+) -> Result<Vec<RunningService>, String> {
     let mut services = Vec::new();
     for _ in 0..n {
-        let config =
-            ServiceConfig::from_parts("ping", ["ping"], ["pong"]).with_exocom("127.0.0.1", port);
+        let config = config.clone();
         let service = Service::new(config)
             .on("ping", |payload: serde_json::Value, ctx: Ctx| async move {
                 ctx.reply("pong", &payload)
@@ -257,16 +354,27 @@ async fn wait_for_no_instances(port: u16, role: &str, limit: Duration) {
 }
 
 /// Measures the ping example of each language, one process each, and
-/// prints each one's throughput next to the Rust example's.
-async fn bench_languages(args: &BenchArgs, engine: &Engine, port: u16, window: Duration) {
+/// prints each one's throughput next to the Rust example's; returns the
+/// figures.
+async fn bench_languages(
+    args: &BenchArgs,
+    engine: &Engine,
+    target: &PingTarget,
+    window: Duration,
+) -> Vec<Row> {
     use crate::bench_langs::{PingProcess, examples_dir};
+    let mut rows = Vec::new();
     let Some(examples) = examples_dir() else {
         println!("\nlanguages: not measured (no examples directory found)");
-        return;
+        return rows;
     };
     println!();
+    let through = match target {
+        PingTarget::Exocom { .. } => "",
+        PingTarget::Nats(_) => " over NATS",
+    };
     println!(
-        "request-reply to the ping example of each language (one process each), {:.1} s per level:",
+        "request-reply{through} to the ping example of each language (one process each), {:.1} s per level:",
         args.seconds
     );
     println!(
@@ -275,7 +383,7 @@ async fn bench_languages(args: &BenchArgs, engine: &Engine, port: u16, window: D
     );
     let mut rust: Vec<(usize, f64)> = Vec::new();
     for lang in &args.langs {
-        let process = match PingProcess::start(&examples, lang, port).await {
+        let process = match PingProcess::start(&examples, lang, target).await {
             Ok(p) => p,
             Err(e) => {
                 println!("{lang:>8} not measured: {e}");
@@ -298,10 +406,17 @@ async fn bench_languages(args: &BenchArgs, engine: &Engine, port: u16, window: D
                 "{:>8} {:>11} {:>12} {:>8} {:>12.0} {:>10.1} {:>10.1} {:>12}",
                 lang, f.concurrency, f.completed, f.failed, f.per_second, f.p50_us, f.p99_us, ratio
             );
+            rows.push(Row {
+                handler: format!("{lang} example"),
+                figures: f,
+            });
         }
         process.stop().await;
-        wait_for_no_instances(port, "ping", Duration::from_secs(5)).await;
+        if let PingTarget::Exocom { port } = target {
+            wait_for_no_instances(*port, "ping", Duration::from_secs(5)).await;
+        }
     }
+    rows
 }
 
 /// Opens `n` connections that register as `idle` and then stay silent.
@@ -342,6 +457,158 @@ pub async fn bench(args: BenchArgs) -> i32 {
 }
 
 async fn bench_inner(args: &BenchArgs) -> Result<(), String> {
+    if args.nats_url.is_some() && !args.transport.nats() {
+        return Err("--nats-url is used with --transport nats or --transport both".into());
+    }
+    let exocom_rows = if args.transport.exocom() {
+        Some(bench_exocom(args).await?)
+    } else {
+        None
+    };
+    let nats_rows = if args.transport.nats() {
+        if exocom_rows.is_some() {
+            println!();
+        }
+        Some(bench_nats(args).await?)
+    } else {
+        None
+    };
+    if let (Some(exocom), Some(nats)) = (&exocom_rows, &nats_rows) {
+        print_side_by_side(exocom, nats);
+    }
+    Ok(())
+}
+
+/// Prints the title and the column names of a request-reply table.
+fn print_figures_header(title: &str, seconds: f64) {
+    println!();
+    println!("{title}, {seconds:.1} s per level:");
+    println!(
+        "{:>11} {:>12} {:>8} {:>12} {:>10} {:>10} {:>10}",
+        "in flight", "completed", "failed", "per second", "p50 µs", "p99 µs", "p99.9 µs"
+    );
+}
+
+/// Prints one line of a request-reply table.
+fn print_figures(f: &Figures) {
+    println!(
+        "{:>11} {:>12} {:>8} {:>12.0} {:>10.1} {:>10.1} {:>10.1}",
+        f.concurrency, f.completed, f.failed, f.per_second, f.p50_us, f.p99_us, f.p999_us
+    );
+}
+
+/// ExoCom's and NATS's figures of the same handler and concurrency on one
+/// line each.
+fn print_side_by_side(exocom: &[Row], nats: &[Row]) {
+    println!();
+    println!("ExoCom and NATS side by side (request-reply; per second, p50 and p99 in µs):");
+    println!(
+        "{:<32} {:>9} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9}",
+        "handler", "in flight", "ExoCom /s", "p50", "p99", "NATS /s", "p50", "p99"
+    );
+    let cell = |r: Option<&Row>| match r {
+        Some(r) => format!(
+            "{:>12.0} {:>9.1} {:>9.1}",
+            r.figures.per_second, r.figures.p50_us, r.figures.p99_us
+        ),
+        None => format!("{:>12} {:>9} {:>9}", "n/a", "", ""),
+    };
+    let mut keys: Vec<(&str, usize)> = Vec::new();
+    for r in exocom.iter().chain(nats) {
+        let key = (r.handler.as_str(), r.figures.concurrency);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    for (handler, c) in keys {
+        let e = exocom
+            .iter()
+            .find(|r| r.handler == handler && r.figures.concurrency == c);
+        let n = nats
+            .iter()
+            .find(|r| r.handler == handler && r.figures.concurrency == c);
+        println!("{handler:<32} {c:>9} | {} | {}", cell(e), cell(n));
+    }
+}
+
+/// Request-reply over NATS: the in-process Rust services, then the
+/// language examples; returns the figures.
+async fn bench_nats(args: &BenchArgs) -> Result<Vec<Row>, String> {
+    let started;
+    let url = match &args.nats_url {
+        Some(url) => {
+            started = None;
+            println!("exo bench over NATS: server {url}");
+            url.clone()
+        }
+        None => {
+            let server = NatsServer::start().await.map_err(|e| {
+                format!("no --nats-url was given and a nats-server could not be started: {e}")
+            })?;
+            let url = server.url();
+            println!(
+                "exo bench over NATS: no --nats-url given, so this run started nats-server at {url} (JetStream on, temporary store; stopped at the end)"
+            );
+            started = Some(server);
+            url
+        }
+    };
+    let target = NatsTarget {
+        url,
+        app: fresh_app(),
+        routes_json: NATS_ROUTES.to_owned(),
+    };
+    println!(
+        "app '{}', {} Rust ping service(s) in this process",
+        target.app, args.services
+    );
+    let settings = target.settings()?;
+    let ping_config =
+        ServiceConfig::from_parts("ping", ["ping"], ["pong"]).with_nats(settings.clone());
+    let services = start_ping_services_with(args.services, &ping_config).await?;
+    let config = ServiceConfig::from_parts("bench", ["pong"], ["ping"]).with_nats(settings);
+    let engine = Engine::new(config);
+    engine.announce_online(false);
+    engine.connect().map_err(|e| e.to_string())?;
+    if !engine.wait_online(Duration::from_secs(10)).await {
+        return Err(format!(
+            "the bench client was not online on NATS at {} within 10 s",
+            target.url
+        ));
+    }
+    let handler = format!("Rust, {} services in-process", args.services);
+    let mut rows = Vec::new();
+    print_figures_header("request-reply over NATS (Rust handler)", args.seconds);
+    let window = Duration::from_secs_f64(args.seconds);
+    for &c in &args.concurrency {
+        let f = measure(&engine, c, Duration::from_millis(500), window).await;
+        print_figures(&f);
+        rows.push(Row {
+            handler: handler.clone(),
+            figures: f,
+        });
+    }
+    for s in services {
+        // A drained service has left its queue group: no copy goes to it.
+        s.shutdown().await;
+    }
+    if !args.langs.is_empty() {
+        rows.extend(bench_languages(args, &engine, &PingTarget::Nats(target), window).await);
+    }
+    engine.drain().await;
+    if args.idle > 0 {
+        println!();
+        println!(
+            "idle connections: the memory figure is the ExoCom bus's (no bus process over NATS); not measured here"
+        );
+    }
+    drop(started);
+    Ok(rows)
+}
+
+/// Request-reply through an ExoCom bus process, and the bus's memory;
+/// returns the request-reply figures.
+async fn bench_exocom(args: &BenchArgs) -> Result<Vec<Row>, String> {
     let exocom = exocom_path(args)?;
     let bus = BusProcess::start(&exocom, ROUTES).await?;
     let rss_start = bus.rss_kib();
@@ -364,22 +631,17 @@ async fn bench_inner(args: &BenchArgs) -> Result<(), String> {
         return Err("the bench client did not register within 10 s".into());
     }
 
-    println!();
-    println!(
-        "request-reply through the bus (Rust handler), {:.1} s per level:",
-        args.seconds
-    );
-    println!(
-        "{:>11} {:>12} {:>8} {:>12} {:>10} {:>10} {:>10}",
-        "in flight", "completed", "failed", "per second", "p50 µs", "p99 µs", "p99.9 µs"
-    );
+    let handler = format!("Rust, {} services in-process", args.services);
+    let mut rows = Vec::new();
+    print_figures_header("request-reply through the bus (Rust handler)", args.seconds);
     let window = Duration::from_secs_f64(args.seconds);
     for &c in &args.concurrency {
         let f = measure(&engine, c, Duration::from_millis(500), window).await;
-        println!(
-            "{:>11} {:>12} {:>8} {:>12.0} {:>10.1} {:>10.1} {:>10.1}",
-            f.concurrency, f.completed, f.failed, f.per_second, f.p50_us, f.p99_us, f.p999_us
-        );
+        print_figures(&f);
+        rows.push(Row {
+            handler: handler.clone(),
+            figures: f,
+        });
     }
     println!("bus RSS after the load: {}", mib(bus.rss_kib()));
 
@@ -390,7 +652,8 @@ async fn bench_inner(args: &BenchArgs) -> Result<(), String> {
     // seen the in-process services go.
     wait_for_no_instances(bus.port, "ping", Duration::from_secs(5)).await;
     if !args.langs.is_empty() {
-        bench_languages(args, &engine, bus.port, window).await;
+        let target = PingTarget::Exocom { port: bus.port };
+        rows.extend(bench_languages(args, &engine, &target, window).await);
     }
     engine.drain().await;
 
@@ -424,5 +687,5 @@ async fn bench_inner(args: &BenchArgs) -> Result<(), String> {
             drop(conns);
         }
     }
-    Ok(())
+    Ok(rows)
 }

@@ -1,6 +1,7 @@
 //! The language part of `exo bench`: the ping example of each language
 //! (`examples/<lang>-ping`), started as its own process with its
-//! `startup` command, measured through the same bus as the Rust handler.
+//! `startup` command, measured through the same bus as the Rust handler, or
+//! over the same NATS server and app.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,6 +10,27 @@ use std::time::Duration;
 use exoservice::config::{Env, ServiceConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+/// Where a ping example connects.
+#[derive(Debug, Clone)]
+pub enum PingTarget {
+    /// The ExoCom bus on this loopback port.
+    Exocom {
+        /// The bus's port on 127.0.0.1.
+        port: u16,
+    },
+    /// A NATS server, app and routes (`EXOSERVICE_TRANSPORT=nats`).
+    Nats(crate::bench::NatsTarget),
+}
+
+/// Variables of the `nats` transport, removed from an example's
+/// environment on ExoCom so that the bench's own environment cannot move it.
+const NATS_VARS: [&str; 4] = [
+    "EXOSERVICE_TRANSPORT",
+    "EXOSERVICE_APP",
+    "EXOSERVICE_ROUTES",
+    "EXOSERVICE_APPLICATION",
+];
 
 /// The languages that have a ping example, in the order they are measured.
 pub const LANGUAGES: [&str; 4] = ["rust", "python", "node", "c"];
@@ -34,9 +56,13 @@ pub fn examples_dir() -> Option<PathBuf> {
 }
 
 impl PingProcess {
-    /// Starts `examples/<lang>-ping` against the bus on `port`, as role
-    /// `ping`, and waits until it prints its online text.
-    pub async fn start(examples: &Path, lang: &str, port: u16) -> Result<PingProcess, String> {
+    /// Starts `examples/<lang>-ping` against `target`, as role `ping`, and
+    /// waits until it prints its online text.
+    pub async fn start(
+        examples: &Path,
+        lang: &str,
+        target: &PingTarget,
+    ) -> Result<PingProcess, String> {
         let dir = examples.join(format!("{lang}-ping"));
         let config = ServiceConfig::load_with(&dir, &Env::empty(), Some("ping"))
             .map_err(|e| e.to_string())?;
@@ -46,13 +72,31 @@ impl PingProcess {
         let online_text = startup
             .online_text
             .unwrap_or_else(|| crate::run::DEFAULT_ONLINE_TEXT.to_owned());
-        let mut child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(&startup.command)
             .current_dir(&dir)
-            .env("ROLE", "ping")
-            .env("EXOCOM_HOST", "127.0.0.1")
-            .env("EXOCOM_PORT", port.to_string())
+            .env("ROLE", "ping");
+        match target {
+            PingTarget::Exocom { port } => {
+                for var in NATS_VARS {
+                    command.env_remove(var);
+                }
+                command
+                    .env("EXOCOM_HOST", "127.0.0.1")
+                    .env("EXOCOM_PORT", port.to_string());
+            }
+            PingTarget::Nats(nats) => {
+                command
+                    .env_remove("EXOSERVICE_APPLICATION")
+                    .env("EXOSERVICE_TRANSPORT", "nats")
+                    .env("NATS_URL", &nats.url)
+                    .env("EXOSERVICE_APP", &nats.app)
+                    .env("EXOSERVICE_ROUTES", &nats.routes_json);
+            }
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

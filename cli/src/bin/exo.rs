@@ -108,7 +108,7 @@ enum Command {
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
-    /// Measure request-reply through a bus, and the bus's memory.
+    /// Measure request-reply through a bus (or over NATS), and the bus's memory.
     Bench {
         /// Ping services sharing the load.
         #[arg(long, default_value_t = 2)]
@@ -129,6 +129,13 @@ enum Command {
         /// is measured too, comma-separated; `none` for none.
         #[arg(long, value_delimiter = ',', default_value = "rust,python,node,c")]
         langs: Vec<String>,
+        /// Transport to measure: exocom, nats, or both (side by side).
+        #[arg(long, default_value = "exocom", value_parser = bench::BenchTransport::parse)]
+        transport: bench::BenchTransport,
+        /// The NATS server for --transport nats/both [default: start a
+        /// nats-server on a free loopback port for the run].
+        #[arg(long)]
+        nats_url: Option<String>,
     },
 }
 
@@ -270,6 +277,8 @@ async fn main() -> ExitCode {
             idle,
             exocom,
             langs,
+            transport,
+            nats_url,
         } => {
             let langs = langs.into_iter().filter(|l| l != "none").collect();
             bench::bench(bench::BenchArgs {
@@ -279,6 +288,8 @@ async fn main() -> ExitCode {
                 idle,
                 exocom,
                 langs,
+                transport,
+                nats_url,
             })
             .await
         }

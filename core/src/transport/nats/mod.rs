@@ -318,7 +318,13 @@ async fn run(
     link.status.registered_tx.send_replace(n);
     link.inbound.registered(n == 1);
     let _ = stop.wait_for(|s| *s).await;
+    // Leave cleanly: the subscriptions are dropped (each sends its
+    // unsubscribe), and the flush's round trip means the server has
+    // processed them, so a sticky copy sent to this instance from now on
+    // gets "no responders" and goes to another instance of the role.
     tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
 }
 
 /// Connects, retrying with backoff until it works or the link stops.
