@@ -1,18 +1,28 @@
 //! The cross-language matrix: the ping service of each language (Rust,
 //! Python, Node, C) asked with `request` by a caller in each language, over
-//! the project's bus (`exocom`). Every pair checks that
+//! the project's bus (`exocom`) and again over a NATS server (the same
+//! services and callers, only their environment differs). Every pair
+//! checks that
 //! - the payload comes back whole: nested objects, unicode (astral-plane
-//!   characters, escapes, NUL), integers up to 2^53, floats, and an array
-//!   of about 1 MB;
+//!   characters, escapes, NUL), integers up to 2^53, floats, and a large
+//!   array: about 1 MB on ExoCom; over NATS 768 KiB, because a NATS server
+//!   takes messages of at most 1 MiB by default (`max_payload`) and a frame
+//!   with a 1 MB payload is larger (its sender logs "max payload size
+//!   exceeded" and the request times out);
 //! - the reply carries the request's `auth` back;
 //! - once the ping service is stopped (SIGTERM, exited), the request fails
-//!   with the caller language's own timeout error, reported as such.
+//!   with the caller language's own timeout error, reported as such (over
+//!   NATS, `ping` is at-most-once: with no instance of the role running,
+//!   the copy is lost and the request times out).
 //!
-//! One test per ping service, each on its own bus (so they may run in
-//! parallel). Within one, the callers take turns: every caller role
-//! receives `pong`, so callers running at once would get each other's
-//! replies too. After the ping service stopped, the callers run at once
-//! (there are no replies then). The callers are `tests/matrix/caller.*`
+//! Everything above runs on both transports; only the size of the large
+//! array differs. One test per ping service and transport, each on its own
+//! bus or NATS server (so they may run in parallel). The routes, for the
+//! bus and for the services on NATS alike, are read from the service.yml
+//! files of the ping service and of the callers. Within one test, the
+//! callers take turns: every caller role receives `pong`, so callers
+//! running at once would get each other's replies too. After the ping
+//! service stopped, the callers run at once (there are no replies then). The callers are `tests/matrix/caller.*`
 //! (the Rust one runs in this process); each prints one `RESULT {json}`
 //! line per request, which this file compares.
 
@@ -24,10 +34,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use exo_harness::paths::bin_dir;
-use exo_harness::{Proc, bin, ensure_setup, port_in, repo_root};
+use exo_harness::{LocalNats, Proc, bin, ensure_setup, port_in, repo_root};
 use exoservice::ExoError;
 use exoservice::config::{Env, ServiceConfig};
 use exoservice::dispatch::Engine;
+use exoservice::routes::{DeliveryMode, RoleRoutes, Routes};
 use serde_json::{Value, json};
 
 /// Deadline of the requests that get an answer (debug builds, 1 MB).
@@ -105,14 +116,42 @@ impl Lang {
     }
 }
 
+/// The size of the large array on ExoCom.
+const BIG_BYTES: usize = 1 << 20;
+/// The size of the large array over NATS: a frame must fit into the
+/// server's default `max_payload` of 1 MiB, with room for the frame's other
+/// fields and for callers that write the payload out longer than they read
+/// it.
+const NATS_BIG_BYTES: usize = 768 << 10;
+
+/// A payload file and the value it holds.
+struct Payload {
+    file: PathBuf,
+    value: Value,
+    bytes: usize,
+}
+
+impl Payload {
+    /// Writes `text` to `file` (atomically) and reads it.
+    fn write(file: PathBuf, text: &str) -> Result<Payload, String> {
+        let value = serde_json::from_str(text).map_err(|e| format!("{}: {e}", file.display()))?;
+        write_atomically(&file, text.as_bytes())?;
+        Ok(Payload {
+            file,
+            value,
+            bytes: text.len(),
+        })
+    }
+}
+
 /// The payload files, the expected values and the compiled C programs,
 /// made once per test binary.
 struct Fixtures {
-    rich_file: PathBuf,
-    big_file: PathBuf,
-    rich: Value,
-    big: Value,
-    big_bytes: usize,
+    rich: Payload,
+    /// The large array on ExoCom.
+    big: Payload,
+    /// The large array over NATS.
+    nats_big: Payload,
     auth: Value,
     c_caller: PathBuf,
     c_ping: PathBuf,
@@ -131,14 +170,10 @@ fn make_fixtures() -> Result<Fixtures, String> {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("matrix");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
 
-    let rich: Value = serde_json::from_str(RICH).map_err(|e| format!("RICH: {e}"))?;
-    let big_text = big_array_text(1 << 20);
-    let big: Value = serde_json::from_str(&big_text).map_err(|e| format!("big: {e}"))?;
+    let rich = Payload::write(dir.join("rich.json"), RICH)?;
+    let big = Payload::write(dir.join("big.json"), &big_array_text(BIG_BYTES))?;
+    let nats_big = Payload::write(dir.join("nats-big.json"), &big_array_text(NATS_BIG_BYTES))?;
     let auth: Value = serde_json::from_str(AUTH).map_err(|e| format!("AUTH: {e}"))?;
-    let rich_file = dir.join("rich.json");
-    let big_file = dir.join("big.json");
-    write_atomically(&rich_file, RICH.as_bytes())?;
-    write_atomically(&big_file, big_text.as_bytes())?;
 
     let root = repo_root();
     let lib_dir = dir.join("lib");
@@ -153,11 +188,9 @@ fn make_fixtures() -> Result<Fixtures, String> {
     compile_c(&root.join("tests/matrix/caller.c"), &c_caller, &lib_dir)?;
     compile_c(&root.join("examples/c-ping/main.c"), &c_ping, &lib_dir)?;
     Ok(Fixtures {
-        rich_file,
-        big_file,
         rich,
         big,
-        big_bytes: big_text.len(),
+        nats_big,
         auth,
         c_caller,
         c_ping,
@@ -228,14 +261,24 @@ fn startup_command(example: &Path) -> String {
         .to_owned()
 }
 
+/// The directory of the ping service of `lang`.
+fn ping_dir(lang: Lang) -> PathBuf {
+    repo_root()
+        .join("examples")
+        .join(format!("{}-ping", lang.name()))
+}
+
+/// The directory of the callers (their service.yml).
+fn callers_dir() -> PathBuf {
+    repo_root().join("tests/matrix")
+}
+
 /// Starts the ping service of `lang` as role `ping` and waits until it
-/// registered. Rust, Python and Node run with their example's startup
+/// is online. Rust, Python and Node run with their example's startup
 /// command; C runs examples/c-ping/main.c built against target/debug (its
 /// startup command builds against the release library).
-fn start_ping(lang: Lang, port: u16) -> Proc {
-    let example = repo_root()
-        .join("examples")
-        .join(format!("{}-ping", lang.name()));
+fn start_ping(lang: Lang, carrier: &Carrier) -> Proc {
+    let example = ping_dir(lang);
     let mut cmd = if lang == Lang::C {
         Command::new(&fixtures().c_ping)
     } else {
@@ -245,28 +288,155 @@ fn start_ping(lang: Lang, port: u16) -> Proc {
     };
     cmd.current_dir(&example)
         .env("EXO_BIN_DIR", bin_dir())
-        .env("ROLE", "ping")
-        .env("EXOCOM_HOST", "127.0.0.1")
-        .env("EXOCOM_PORT", port.to_string());
+        .env("ROLE", "ping");
+    carrier.apply(&mut cmd);
     let mut proc = Proc::spawn(&mut cmd);
-    proc.wait_for("online at port", Duration::from_secs(30));
+    let line = proc.wait_for("online at port", Duration::from_secs(30));
+    assert_eq!(
+        port_in(&line),
+        carrier.port(),
+        "the {} ping service is online elsewhere: {line}",
+        lang.name()
+    );
     proc
 }
 
-/// Starts the bus with the routes of the ping service and the callers.
-fn start_bus() -> (Proc, u16) {
-    let mut routes = json!({"ping": {"receives": ["ping"], "sends": ["pong"]}});
+/// Where the messages of a round go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Transport {
+    /// The project's bus, `exocom`, as its own process.
+    Exocom,
+    /// A NATS server; no bus.
+    Nats,
+}
+
+/// The routes of a round: role `ping` as the callee's service.yml says,
+/// and a role `caller-<language>` per language as tests/matrix/service.yml
+/// says.
+fn matrix_routes(callee: Lang) -> Routes {
+    let mut routes = Routes::default();
+    routes
+        .roles
+        .insert("ping".to_owned(), role_routes(&ping_dir(callee), "ping"));
     for lang in LANGS {
-        routes[lang.role()] = json!({"receives": ["pong"], "sends": ["ping"]});
+        routes
+            .roles
+            .insert(lang.role(), role_routes(&callers_dir(), &lang.role()));
     }
-    let mut bus = Proc::spawn(
-        Command::new(bin("exocom"))
-            .env("PORT", "0")
-            .env("EXOCOM_BIND", "127.0.0.1")
-            .env("SERVICE_DATA", routes.to_string()),
-    );
-    let port = port_in(&bus.wait_for("ExoCom online at port", Duration::from_secs(15)));
-    (bus, port)
+    routes
+}
+
+/// The routes of the service in `dir` running as `role`, from its
+/// service.yml (its `delivery:` included).
+fn role_routes(dir: &Path, role: &str) -> RoleRoutes {
+    let config = ServiceConfig::load_with(dir, &Env::from_pairs([("ROLE", role)]), None)
+        .unwrap_or_else(|e| panic!("cannot read the service in {}: {e}", dir.display()));
+    let at_least_once = config
+        .delivery
+        .iter()
+        .filter(|(_, mode)| **mode == DeliveryMode::AtLeastOnce)
+        .map(|(name, _)| name.clone())
+        .collect();
+    RoleRoutes {
+        receives: config.receives,
+        sends: config.sends,
+        translations: Vec::new(),
+        at_least_once,
+    }
+}
+
+/// What carries the messages of a round: the bus process, or a NATS
+/// server. Dropping it stops the bus or the server.
+enum Carrier {
+    Exocom {
+        _bus: Proc,
+        port: u16,
+    },
+    Nats {
+        server: Box<LocalNats>,
+        app: String,
+        routes: String,
+    },
+}
+
+/// The variables that choose a transport: a service of the matrix gets
+/// those of its round and none other from the test's environment.
+const TRANSPORT_VARS: [&str; 13] = [
+    "EXOCOM_HOST",
+    "EXOCOM_PORT",
+    "EXOCOM_URL",
+    "EXOCOM_TOKEN",
+    "EXOSERVICE_TRANSPORT",
+    "NATS_URL",
+    "EXOSERVICE_APP",
+    "EXOSERVICE_ROUTES",
+    "EXOSERVICE_APPLICATION",
+    "EXOSERVICE_MAX_ATTEMPTS",
+    "EXOSERVICE_ACK_WAIT_MS",
+    "EXOSERVICE_REDELIVERY_DELAY_MS",
+    "EXOSERVICE_NATS_REPLICAS",
+];
+
+impl Carrier {
+    /// Starts the bus with the routes of the round of `callee`, or a NATS
+    /// server for them (the application named after the round).
+    fn start(transport: Transport, callee: Lang) -> Carrier {
+        let routes = matrix_routes(callee).to_json();
+        match transport {
+            Transport::Exocom => {
+                let mut bus = Proc::spawn(
+                    Command::new(bin("exocom"))
+                        .env("PORT", "0")
+                        .env("EXOCOM_BIND", "127.0.0.1")
+                        .env("SERVICE_DATA", routes),
+                );
+                let port = port_in(&bus.wait_for("ExoCom online at port", Duration::from_secs(15)));
+                Carrier::Exocom { _bus: bus, port }
+            }
+            Transport::Nats => Carrier::Nats {
+                server: Box::new(LocalNats::start()),
+                app: format!("matrix-{}", callee.name()),
+                routes,
+            },
+        }
+    }
+
+    /// The port a service prints when online: the bus's or the server's.
+    fn port(&self) -> u16 {
+        match self {
+            Carrier::Exocom { port, .. } => *port,
+            Carrier::Nats { server, .. } => server.port(),
+        }
+    }
+
+    /// The variables that put a service on this carrier.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Carrier::Exocom { port, .. } => vec![
+                ("EXOSERVICE_TRANSPORT", "exocom".to_owned()),
+                ("EXOCOM_HOST", "127.0.0.1".to_owned()),
+                ("EXOCOM_PORT", port.to_string()),
+            ],
+            Carrier::Nats {
+                server,
+                app,
+                routes,
+            } => vec![
+                ("EXOSERVICE_TRANSPORT", "nats".to_owned()),
+                ("NATS_URL", server.url()),
+                ("EXOSERVICE_APP", app.clone()),
+                ("EXOSERVICE_ROUTES", routes.clone()),
+            ],
+        }
+    }
+
+    /// Sets this carrier's variables on a command, and only those.
+    fn apply(&self, cmd: &mut Command) {
+        for var in TRANSPORT_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.envs(self.env());
+    }
 }
 
 /// A caller process on its way.
@@ -288,7 +458,7 @@ fn reader(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
 }
 
 /// Starts the caller of `lang` (not Rust: that one runs in this process).
-fn start_caller(lang: Lang, port: u16, timeout_ms: u64, files: &[&Path]) -> Running {
+fn start_caller(lang: Lang, carrier: &Carrier, timeout_ms: u64, files: &[&Path]) -> Running {
     let root = repo_root();
     let mut cmd = match lang {
         Lang::Python => {
@@ -307,13 +477,12 @@ fn start_caller(lang: Lang, port: u16, timeout_ms: u64, files: &[&Path]) -> Runn
     cmd.arg(timeout_ms.to_string())
         .arg(AUTH)
         .args(files)
-        .current_dir(root.join("tests/matrix"))
+        .current_dir(callers_dir())
         .env("ROLE", lang.role())
-        .env("EXOCOM_HOST", "127.0.0.1")
-        .env("EXOCOM_PORT", port.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    carrier.apply(&mut cmd);
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start the {} caller: {e}", lang.name()));
@@ -375,15 +544,15 @@ impl Running {
 }
 
 /// The Rust caller, in this process: the same steps as the other callers
-/// (service.yml of tests/matrix, ROLE, one `request` with auth per file).
-fn rust_caller(port: u16, timeout_ms: u64, files: &[&Path]) -> Outcome {
-    let env = Env::from_pairs([
-        ("ROLE", Lang::Rust.role()),
-        ("EXOCOM_HOST", "127.0.0.1".to_owned()),
-        ("EXOCOM_PORT", port.to_string()),
-    ]);
-    let config = ServiceConfig::load_with(&repo_root().join("tests/matrix"), &env, None)
-        .map_err(|e| e.to_string())?;
+/// (service.yml of tests/matrix, ROLE and the carrier's variables, one
+/// `request` with auth per file).
+fn rust_caller(carrier: &Carrier, timeout_ms: u64, files: &[&Path]) -> Outcome {
+    let env = Env::from_pairs(
+        [("ROLE", Lang::Rust.role())]
+            .into_iter()
+            .chain(carrier.env()),
+    );
+    let config = ServiceConfig::load_with(&callers_dir(), &env, None).map_err(|e| e.to_string())?;
     let runtime = exoservice::runtime::shared().map_err(|e| e.to_string())?;
     let engine = Engine::with_runtime(config, runtime.handle().clone());
     engine.announce_online(false);
@@ -431,11 +600,11 @@ fn rust_caller(port: u16, timeout_ms: u64, files: &[&Path]) -> Outcome {
     Ok(results)
 }
 
-fn call(lang: Lang, port: u16, timeout_ms: u64, files: &[&Path]) -> Outcome {
+fn call(lang: Lang, carrier: &Carrier, timeout_ms: u64, files: &[&Path]) -> Outcome {
     if lang == Lang::Rust {
-        rust_caller(port, timeout_ms, files)
+        rust_caller(carrier, timeout_ms, files)
     } else {
-        start_caller(lang, port, timeout_ms, files).finish(CALLER_LIMIT, files.len())
+        start_caller(lang, carrier, timeout_ms, files).finish(CALLER_LIMIT, files.len())
     }
 }
 
@@ -515,30 +684,37 @@ fn check_reply(what: &str, result: &Value, expected: &Value, auth: &Value) -> Re
 }
 
 /// One round: the ping service of `callee`, asked by every caller while it
-/// runs, then again once it has stopped.
-fn round(callee: Lang) {
+/// runs, then again once it has stopped, over `transport`.
+fn round(callee: Lang, transport: Transport) {
     let fx = fixtures();
     let started = Instant::now();
-    let (_bus, port) = start_bus();
-    let mut ping = start_ping(callee, port);
+    let carrier = Carrier::start(transport, callee);
+    let big = match transport {
+        Transport::Exocom => &fx.big,
+        Transport::Nats => &fx.nats_big,
+    };
+    let mut ping = start_ping(callee, &carrier);
     let mut failures = Vec::new();
     let mut report = Vec::new();
 
     for caller in LANGS {
         let pair = format!("{} → {}", caller.name(), callee.name());
-        let files = [fx.rich_file.as_path(), fx.big_file.as_path()];
-        match call(caller, port, REPLY_TIMEOUT_MS, &files) {
+        let files = [fx.rich.file.as_path(), big.file.as_path()];
+        match call(caller, &carrier, REPLY_TIMEOUT_MS, &files) {
             Err(e) => failures.push(format!("{pair}: {e}")),
             Ok(results) => {
-                let rich = check_reply(&pair, &results[0], &fx.rich, &fx.auth);
-                let big = check_reply(
-                    &format!("{pair} (array of {} bytes)", fx.big_bytes),
+                let rich = check_reply(&pair, &results[0], &fx.rich.value, &fx.auth);
+                let big_reply = check_reply(
+                    &format!("{pair} (array of {} bytes)", big.bytes),
                     &results[1],
-                    &fx.big,
+                    &big.value,
                     &fx.auth,
                 );
-                match (rich, big) {
-                    (Ok(a), Ok(b)) => report.push(format!("{pair}: ok ({a} ms, 1 MB in {b} ms)")),
+                match (rich, big_reply) {
+                    (Ok(a), Ok(b)) => report.push(format!(
+                        "{pair}: ok ({a} ms, {} KiB in {b} ms)",
+                        big.bytes >> 10
+                    )),
                     (a, b) => failures.extend(a.err().into_iter().chain(b.err())),
                 }
             }
@@ -556,15 +732,15 @@ fn round(callee: Lang) {
     }
 
     // The callers at once; the Rust one in this thread meanwhile.
-    let files = [fx.rich_file.as_path()];
+    let files = [fx.rich.file.as_path()];
     let running: Vec<(Lang, Running)> = LANGS
         .into_iter()
         .filter(|l| *l != Lang::Rust)
-        .map(|l| (l, start_caller(l, port, STOPPED_TIMEOUT_MS, &files)))
+        .map(|l| (l, start_caller(l, &carrier, STOPPED_TIMEOUT_MS, &files)))
         .collect();
     let mut outcomes = vec![(
         Lang::Rust,
-        call(Lang::Rust, port, STOPPED_TIMEOUT_MS, &files),
+        call(Lang::Rust, &carrier, STOPPED_TIMEOUT_MS, &files),
     )];
     outcomes.extend(
         running
@@ -605,14 +781,14 @@ fn round(callee: Lang) {
     }
 
     println!(
-        "{} ping service, {:.1} s:\n  {}",
+        "{} ping service over {transport:?}, {:.1} s:\n  {}",
         callee.name(),
         started.elapsed().as_secs_f64(),
         report.join("\n  ")
     );
     assert!(
         failures.is_empty(),
-        "{} failure(s) with the {} ping service:\n- {}",
+        "{} failure(s) with the {} ping service over {transport:?}:\n- {}",
         failures.len(),
         callee.name(),
         failures.join("\n- ")
@@ -621,22 +797,56 @@ fn round(callee: Lang) {
 
 #[test]
 fn every_language_asks_the_rust_ping_service() {
-    round(Lang::Rust);
+    round(Lang::Rust, Transport::Exocom);
 }
 
 #[test]
 fn every_language_asks_the_python_ping_service() {
-    round(Lang::Python);
+    round(Lang::Python, Transport::Exocom);
 }
 
 #[test]
 fn every_language_asks_the_node_ping_service() {
-    round(Lang::Node);
+    round(Lang::Node, Transport::Exocom);
 }
 
 #[test]
 fn every_language_asks_the_c_ping_service() {
-    round(Lang::C);
+    round(Lang::C, Transport::Exocom);
+}
+
+#[test]
+fn over_nats_every_language_asks_the_rust_ping_service() {
+    round(Lang::Rust, Transport::Nats);
+}
+
+#[test]
+fn over_nats_every_language_asks_the_python_ping_service() {
+    round(Lang::Python, Transport::Nats);
+}
+
+#[test]
+fn over_nats_every_language_asks_the_node_ping_service() {
+    round(Lang::Node, Transport::Nats);
+}
+
+#[test]
+fn over_nats_every_language_asks_the_c_ping_service() {
+    round(Lang::C, Transport::Nats);
+}
+
+#[test]
+fn the_routes_are_those_of_the_service_files() {
+    let routes = matrix_routes(Lang::C);
+    let ping = routes.role("ping").expect("role ping");
+    assert_eq!(ping.receives, ["ping"]);
+    assert_eq!(ping.sends, ["pong"]);
+    for lang in LANGS {
+        let caller = routes.role(&lang.role()).expect("a caller role");
+        assert_eq!(caller.receives, ["pong"]);
+        assert_eq!(caller.sends, ["ping"]);
+    }
+    assert_eq!(routes.roles.len(), 1 + LANGS.len());
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! The todo app of the tutorial, as a user runs it: `exo run
-//! examples/todo-app` (web in Rust, todo in Python, users in Node, stats in
-//! C) on the embedded bus, driven through its HTTP front.
+//! examples/todo-app` (web in Rust, todo in Python, users in Node with its
+//! own name "find user" for users.get, stats in C on the broadcasts),
+//! driven through its HTTP front. The same scripted run goes once over the
+//! embedded bus (ExoCom) and once over a NATS server, the services' code
+//! unchanged.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -11,7 +14,61 @@ use serde_json::json;
 #[test]
 fn the_scripted_run_works_and_a_restarted_todo_service_keeps_the_lists() {
     let mut app = TodoApp::start();
+    scripted_run(&mut app, |app| {
+        // The bus log shows the traffic, with the users translation.
+        app.proc.wait_for(
+            "web  --[ users.get ]-[ find user ]->  users",
+            Duration::from_secs(5),
+        );
+        app.proc
+            .wait_for("todo  --[ todo.added ]->  stats", Duration::from_secs(5));
 
+        // /config.json lists the four roles, each connected once.
+        let bus = app.bus.expect("the app runs on the embedded bus");
+        let config = request(bus, "GET", "/config.json", None).unwrap().json();
+        for role in ["web", "todo", "users", "stats"] {
+            assert!(config["routes"].get(role).is_some(), "{config}");
+            let clients = config["clients"].as_array().unwrap();
+            assert!(
+                clients
+                    .iter()
+                    .any(|c| c["role"] == role && c["instances"] == 1),
+                "{role} not connected: {config}"
+            );
+        }
+    });
+}
+
+#[test]
+fn over_nats_the_scripted_run_works_and_a_restarted_todo_service_keeps_the_lists() {
+    let mut app = TodoApp::start_over_nats();
+    scripted_run(&mut app, |app| {
+        // No bus ran: each service (one per language) went online on the
+        // NATS server. The translation and the broadcasts were checked by
+        // the run itself (users answered, stats counted).
+        let port = app.nats.as_ref().expect("the app runs over NATS").port();
+        for role in ["web", "todo", "users", "stats"] {
+            app.proc.wait_for(
+                &format!("{role} | online at port {port}"),
+                Duration::from_secs(1),
+            );
+        }
+        assert!(
+            !app.proc.seen.iter().any(|l| l.contains("ExoCom online")),
+            "a bus was started:\n{}",
+            app.proc.output()
+        );
+    });
+}
+
+/// The scripted run through the HTTP front: the page; adding for two
+/// people (users are created on first use, through the users service);
+/// listing; the stats counted from the broadcasts; deleting, and deleting
+/// what is gone; a bad request. Then `transport_checks`, what only the
+/// transport shows. Then the todo service is killed, `exo run --restart`
+/// starts it again and the lists are still there (SQLite); then `exo run`
+/// stops cleanly on SIGTERM.
+fn scripted_run(app: &mut TodoApp, transport_checks: impl FnOnce(&mut TodoApp)) {
     // The page.
     let page = app.call("GET", "/", None);
     assert_eq!(page.status, 200);
@@ -71,28 +128,7 @@ fn the_scripted_run_works_and_a_restarted_todo_service_keeps_the_lists() {
         400
     );
 
-    // The bus log shows the traffic, with the users translation.
-    app.proc.wait_for(
-        "web  --[ users.get ]-[ find user ]->  users",
-        Duration::from_secs(5),
-    );
-    app.proc
-        .wait_for("todo  --[ todo.added ]->  stats", Duration::from_secs(5));
-
-    // /config.json lists the four roles, each connected once.
-    let config = request(app.bus, "GET", "/config.json", None)
-        .unwrap()
-        .json();
-    for role in ["web", "todo", "users", "stats"] {
-        assert!(config["routes"].get(role).is_some(), "{config}");
-        let clients = config["clients"].as_array().unwrap();
-        assert!(
-            clients
-                .iter()
-                .any(|c| c["role"] == role && c["instances"] == 1),
-            "{role} not connected: {config}"
-        );
-    }
+    transport_checks(app);
 
     // Kill the todo service; `exo run --restart` starts it again, and the
     // list is still there (SQLite).

@@ -90,6 +90,15 @@ enum Command {
         /// PEM certificates to trust for wss:// [default: $EXOCOM_CA_FILE].
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// Send over NATS at this URL (sets EXOSERVICE_TRANSPORT=nats and
+        /// NATS_URL) [default: $NATS_URL when EXOSERVICE_TRANSPORT=nats].
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
+        /// The application (its directory or application.yml) whose routes,
+        /// name, transport and nats-url to use over NATS
+        /// [default: $EXOSERVICE_APPLICATION].
+        #[arg(long, value_name = "DIR")]
+        app: Option<PathBuf>,
     },
     /// Print a bus's live topology: roles, instances, what each sends and
     /// receives, and the message rates (from /config.json and /metrics).
@@ -215,6 +224,8 @@ async fn main() -> ExitCode {
             token,
             url,
             ca_file,
+            nats,
+            app,
         } => {
             let port = match port_or_env(port) {
                 Ok(p) => p,
@@ -230,19 +241,25 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            send::send(send::SendArgs {
-                name,
-                payload,
-                role: role.unwrap_or_else(|| env_or("ROLE", "exo")),
-                host: host.unwrap_or_else(|| env_or("EXOCOM_HOST", "localhost")),
-                port,
-                wait,
-                timeout,
-                json,
-                token,
-                url,
-                ca_file,
-            })
+            send::send_with(
+                send::SendArgs {
+                    name,
+                    payload,
+                    role: role.unwrap_or_else(|| env_or("ROLE", "exo")),
+                    host: host.unwrap_or_else(|| env_or("EXOCOM_HOST", "localhost")),
+                    port,
+                    wait,
+                    timeout,
+                    json,
+                    token,
+                    url,
+                    ca_file,
+                },
+                &send::NatsFlags {
+                    url: nats,
+                    application: app,
+                },
+            )
             .await
         }
         Command::Status {
