@@ -116,6 +116,17 @@ async fn request_reply_and_both_delivery_modes() {
         ]
     );
 
+    // Larger than the server's max_payload (1 MiB by default): refused here,
+    // not lost on the way.
+    let big = "x".repeat(1_100_000);
+    match client.send("users.get", &json!({ "big": big })) {
+        Err(ExoError::Payload { name, reason }) => {
+            assert_eq!(name, "users.get");
+            assert!(reason.contains("max_payload"), "{reason}");
+        }
+        other => panic!("expected a payload error, got {other:?}"),
+    }
+
     match client.send("users.delete", &json!({})) {
         Err(ExoError::Undeclared { name, .. }) => assert_eq!(name, "users.delete"),
         other => panic!("expected Undeclared, got {other:?}"),

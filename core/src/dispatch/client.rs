@@ -81,6 +81,12 @@ impl Shared {
                 capacity,
             },
             PushError::Closed => ExoError::Stopped,
+            PushError::TooLarge { size, max } => ExoError::Payload {
+                reason: format!(
+                    "the message is {size} bytes; the connection carries at most {max} (on NATS: the server's max_payload)"
+                ),
+                name: msg.name,
+            },
         })
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -18,6 +19,13 @@ pub enum PushError {
     Full(usize),
     /// The relay is closing and takes no more frames.
     Closed,
+    /// The frame is larger than the transport carries.
+    TooLarge {
+        /// The frame's size in bytes.
+        size: usize,
+        /// The largest frame the transport takes.
+        max: usize,
+    },
 }
 
 #[derive(Default)]
@@ -32,6 +40,8 @@ struct State {
 pub struct Outbox {
     state: Mutex<State>,
     capacity: usize,
+    /// The largest frame the connection can carry (`usize::MAX`: no limit known).
+    max_frame: AtomicUsize,
     /// Wakes the writer when frames arrive.
     ready: Notify,
     /// Wakes whoever waits for the buffer to be empty and written.
@@ -44,6 +54,7 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             capacity: capacity.max(1),
+            max_frame: AtomicUsize::new(usize::MAX),
             ready: Notify::new(),
             idle: Notify::new(),
         }
@@ -71,8 +82,21 @@ impl Outbox {
         self.len() == 0
     }
 
+    /// From now on, frames longer than `max` bytes are refused at the
+    /// call site (the connection learned its limit).
+    pub fn set_max_frame(&self, max: usize) {
+        self.max_frame.store(max, Ordering::Relaxed);
+    }
+
     /// Adds a frame at the end.
     pub fn push(&self, frame: String) -> Result<(), PushError> {
+        let max = self.max_frame.load(Ordering::Relaxed);
+        if frame.len() > max {
+            return Err(PushError::TooLarge {
+                size: frame.len(),
+                max,
+            });
+        }
         {
             let mut s = self.lock();
             if s.closed {
@@ -169,6 +193,18 @@ mod tests {
         assert_eq!(o.len(), 3);
         o.written(3);
         assert_eq!(o.wait_empty(Duration::from_millis(1)).await, 0);
+    }
+
+    #[test]
+    fn refuses_a_frame_over_the_known_limit() {
+        let o = Outbox::new(10);
+        o.push("x".repeat(100)).unwrap();
+        o.set_max_frame(50);
+        assert_eq!(
+            o.push("x".repeat(51)),
+            Err(PushError::TooLarge { size: 51, max: 50 })
+        );
+        o.push("x".repeat(50)).unwrap();
     }
 
     #[tokio::test]

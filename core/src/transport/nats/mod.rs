@@ -47,6 +47,9 @@ use crate::config::{ConfigError, NatsSettings, ServiceConfig};
 use crate::dispatch::Queued;
 use crate::relay::{Backoff, Inbound, Outbox};
 
+/// Bytes kept free under the server's `max_payload` for the headers and
+/// the stamps a frame gets when it is routed.
+const ROUTING_OVERHEAD: usize = 1024;
 /// Frames taken from the outbox at once.
 const BATCH: usize = 256;
 /// How long an activity's members are remembered after its last message.
@@ -287,6 +290,12 @@ async fn run(
         return;
     };
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+    // Room for the headers and the stamps the frame gets when it is routed.
+    let max_payload = client.server_info().max_payload;
+    if max_payload > 0 {
+        link.outbox
+            .set_max_frame(max_payload.saturating_sub(ROUTING_OVERHEAD));
+    }
     let js = jetstream::new(client.clone());
     let mut tasks = JoinSet::new();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
