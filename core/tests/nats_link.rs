@@ -49,15 +49,8 @@ fn engine(url: &str, app: &str, role: &str) -> Engine {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_reply_and_both_delivery_modes() {
-    let server_url = match std::env::var("TMP_NATS") {
-        Ok(u) => u,
-        Err(_) => {
-            let s = NatsServer::start().await.expect("nats-server");
-            let u = s.url();
-            std::mem::forget(s);
-            u
-        }
-    };
+    let server = NatsServer::start().await.expect("nats-server");
+    let server_url = server.url();
     let app = format!("link{}", fastrand::u32(..));
     let users = std::sync::Arc::new(engine(&server_url, &app, "users"));
     let web = engine(&server_url, &app, "web");
