@@ -32,19 +32,7 @@ fn routes() -> Routes {
 }
 
 fn engine(url: &str, app: &str, role: &str) -> Engine {
-    let r = routes();
-    let own = r.roles[role].clone();
-    let mut config = ServiceConfig::from_parts(role, own.receives.clone(), own.sends.clone())
-        .with_nats(NatsSettings::new(url, app, r));
-    for name in &own.at_least_once {
-        config = config.with_delivery(name.clone(), DeliveryMode::AtLeastOnce);
-    }
-    let engine = Engine::new(config);
-    engine.announce_online(false);
-    for name in &own.receives {
-        engine.handle(name).unwrap();
-    }
-    engine
+    engine_with(url, app, role, &routes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
