@@ -196,3 +196,90 @@ async fn at_least_once_answers_reach_the_waiting_instance() {
     other.drain().await;
     users.drain().await;
 }
+
+/// A draining instance leaves its role's queue group and stops pulling
+/// from the role's consumer: what is sent meanwhile goes to the other
+/// instance at once, on its first attempt, and nothing is dropped; the
+/// handler it was running finishes and is not handed out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_instance_hands_new_copies_to_the_others() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let app = format!("drain{}", fastrand::u32(..));
+    let routes: Routes = serde_json::from_value(json!({
+        "web": {"sends": ["job", "note"]},
+        "worker": {"receives": ["job", "note"], "atLeastOnce": ["job"]}
+    }))
+    .unwrap();
+    let web = engine_with(&server.url(), &app, "web", &routes);
+    let leaving = std::sync::Arc::new(engine_with(&server.url(), &app, "worker", &routes));
+    let staying = std::sync::Arc::new(engine_with(&server.url(), &app, "worker", &routes));
+    for e in [&web, &*leaving, &*staying] {
+        e.connect().unwrap();
+        assert!(e.wait_online(WAIT).await);
+    }
+    // The leaving instance takes the first job and works on it for a while.
+    web.client().send("job", &json!({"n": 0})).unwrap();
+    let first = tokio::time::timeout(WAIT, async {
+        tokio::select! {
+            d = leaving.next() => (d.unwrap(), true),
+            d = staying.next() => (d.unwrap(), false),
+        }
+    })
+    .await
+    .expect("the first job");
+    let (first, on_leaving) = first;
+    let (leaving, staying) = if on_leaving {
+        (leaving, staying)
+    } else {
+        (staying, leaving)
+    };
+    let draining = {
+        let leaving = leaving.clone();
+        tokio::spawn(async move { leaving.drain().await })
+    };
+    let finished = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        drop(first);
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 1..=10 {
+        web.client().send("job", &json!({ "n": n })).unwrap();
+        web.client().send("note", &json!({ "n": n })).unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        let d = tokio::time::timeout(WAIT, staying.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} of 20 reached the other instance: {seen:?}",
+                    seen.len()
+                )
+            })
+            .unwrap();
+        seen.push((
+            d.message().name.clone(),
+            d.message().payload_value()["n"].as_u64().unwrap(),
+            d.attempt(),
+        ));
+    }
+    finished.await.unwrap();
+    let report = draining.await.unwrap();
+    assert_eq!(report.unfinished_handlers, 0);
+    assert!(
+        seen.iter().all(|(_, _, attempt)| *attempt == 1),
+        "copies went round while the instance drained: {seen:?}"
+    );
+    let mut jobs: Vec<u64> = seen.iter().filter(|s| s.0 == "job").map(|s| s.1).collect();
+    jobs.sort_unstable();
+    assert_eq!(jobs, (1..=10).collect::<Vec<_>>());
+    // The job that was running when the drain began was finished there.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), staying.next())
+            .await
+            .is_err(),
+        "a finished job came again"
+    );
+    web.drain().await;
+    staying.drain().await;
+}

@@ -363,6 +363,7 @@ impl Engine {
             shared.outbox.clone(),
             self.incoming.clone(),
             queue_tx,
+            self.stop_tx.subscribe(),
         )?;
         *self.relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
         Ok(())

@@ -26,23 +26,31 @@ pub(crate) enum Link {
 
 impl Link {
     /// Starts the service's transport in the background (on the current
-    /// tokio runtime).
+    /// tokio runtime). `stopping` turns true when the service stops taking
+    /// new messages (its drain starts).
     pub(crate) fn start(
         config: &ServiceConfig,
         outbox: Arc<Outbox>,
         inbound: Arc<dyn Inbound>,
         deliveries: mpsc::Sender<Queued>,
+        stopping: watch::Receiver<bool>,
     ) -> Result<Link, ConfigError> {
         match config.transport {
-            Transport::Exocom => Ok(Link::Exocom(Relay::start(
-                RelayConfig::for_service(config)?,
-                outbox,
-                inbound,
-                deliveries,
-            ))),
+            // ExoCom goes on delivering to a draining service (the bus
+            // has no way to take a registration back); the service drops
+            // what arrives then, as the deployed frameworks do.
+            Transport::Exocom => {
+                drop(stopping);
+                Ok(Link::Exocom(Relay::start(
+                    RelayConfig::for_service(config)?,
+                    outbox,
+                    inbound,
+                    deliveries,
+                )))
+            }
             #[cfg(feature = "nats")]
             Transport::Nats => Ok(Link::Nats(nats::NatsLink::start(
-                config, outbox, inbound, deliveries,
+                config, outbox, inbound, deliveries, stopping,
             )?)),
             #[cfg(not(feature = "nats"))]
             Transport::Nats => Err(ConfigError::new(

@@ -135,6 +135,7 @@ impl NatsLink {
         outbox: Arc<Outbox>,
         inbound: Arc<dyn Inbound>,
         deliveries: mpsc::Sender<Queued>,
+        stopping: watch::Receiver<bool>,
     ) -> Result<NatsLink, ConfigError> {
         let settings = config.nats.clone().ok_or_else(|| {
             ConfigError::new(
@@ -198,7 +199,7 @@ impl NatsLink {
         });
         let (stop, stop_rx) = watch::channel(false);
         let client = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(run(link, deliveries, stop_rx, client.clone()));
+        let task = tokio::spawn(run(link, deliveries, stop_rx, stopping, client.clone()));
         Ok(NatsLink {
             outbox,
             status,
@@ -283,6 +284,7 @@ async fn run(
     link: Arc<Link>,
     deliveries: mpsc::Sender<Queued>,
     mut stop: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
     slot: Arc<Mutex<Option<Client>>>,
 ) {
     let url = link.settings.url.clone();
@@ -301,7 +303,7 @@ async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let attempt = tokio::select! {
-            r = setup(&link, &client, &js, &deliveries, &mut tasks) => r,
+            r = setup(&link, &client, &js, &deliveries, &stopping, &mut tasks) => r,
             _ = stop.changed() => return,
         };
         match attempt {
@@ -417,6 +419,7 @@ async fn setup(
     client: &Client,
     js: &jetstream::Context,
     deliveries: &mpsc::Sender<Queued>,
+    stopping: &watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), String> {
     let app = &link.settings.app;
@@ -437,10 +440,10 @@ async fn setup(
     } else {
         None
     };
-    let mut plain = Vec::new();
+    let mut role_copies = None;
     if link.plan.own_plain() {
         let subject = role_subject(app, &link.role);
-        plain.push(
+        role_copies = Some(
             client
                 .queue_subscribe(subject.clone(), link.role.clone())
                 .await
@@ -448,12 +451,10 @@ async fn setup(
         );
     }
     let inbox = instance_subject(app, &link.instance);
-    plain.push(
-        client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| format!("subscribing to {inbox}: {e}"))?,
-    );
+    let inbox = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| format!("subscribing to {inbox}: {e}"))?;
     let no_responders = client
         .subscribe(format!("exo.{app}.nr.{}.*", link.instance))
         .await
@@ -504,8 +505,10 @@ async fn setup(
     tasks.spawn(receive::read_plain(
         link.clone(),
         client.clone(),
-        futures_util::stream::select_all(plain),
+        role_copies,
+        inbox,
         deliveries.clone(),
+        stopping.clone(),
     ));
     tasks.spawn(send::reroute(link.clone(), client.clone(), no_responders));
     if let Some((consumer, policy, advisories, stream)) = durable {
@@ -515,6 +518,7 @@ async fn setup(
             consumer,
             policy.clone(),
             deliveries.clone(),
+            stopping.clone(),
         ));
         tasks.spawn(dead_letter_stranded(advisories, policy, stream));
     }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::{Client, HeaderMap};
-use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
 
 use super::Link;
 use super::activity::Members;
@@ -98,19 +98,41 @@ async fn answer_forward(client: &Client, reply: async_nats::Subject, answer: &'s
     }
 }
 
+/// The next copy of a subscription that may have been left.
+async fn next_of(subscription: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match subscription {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Hands at-most-once copies (role subject and inbox) to the service, and
-/// at-least-once copies forwarded by another instance of this role.
+/// at-least-once copies forwarded by another instance of this role. When
+/// the service stops, it leaves the role's queue group at once (new copies
+/// go to the other instances) and keeps its inbox (answers to its own
+/// requests still arrive while it drains).
 pub(super) async fn read_plain(
     link: Arc<Link>,
     client: Client,
-    mut subscriptions: futures_util::stream::SelectAll<async_nats::Subscriber>,
+    mut role_copies: Option<async_nats::Subscriber>,
+    mut inbox: async_nats::Subscriber,
     deliveries: mpsc::Sender<Queued>,
+    mut stopping: watch::Receiver<bool>,
 ) {
     loop {
         // Room for a delivery first, so the subscription's buffer holds
         // what the handlers cannot take yet.
         let permit = deliveries.reserve().await.ok();
-        let Some(copy) = subscriptions.next().await else {
+        let copy = tokio::select! {
+            biased;
+            _ = stopping.wait_for(|s| *s), if role_copies.is_some() => {
+                role_copies = None;
+                continue;
+            }
+            copy = next_of(&mut role_copies) => copy,
+            copy = inbox.next() => copy,
+        };
+        let Some(copy) = copy else {
             return;
         };
         let forwarded = copy
@@ -180,6 +202,7 @@ pub(super) async fn read_durable(
     consumer: PullConsumer,
     policy: Arc<Policy>,
     deliveries: mpsc::Sender<Queued>,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let batch = link.concurrency.clamp(1, 256);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -204,7 +227,20 @@ pub(super) async fn read_durable(
             let Ok(permit) = deliveries.reserve().await else {
                 return;
             };
-            let copy = match messages.next().await {
+            let next = tokio::select! {
+                biased;
+                _ = stopping.wait_for(|s| *s).map(|_| ()) => {
+                    // Stop pulling; what was pulled and not handed out goes
+                    // back at once, for the other instances.
+                    drop(permit);
+                    while let Some(Some(Ok(copy))) = messages.next().now_or_never() {
+                        let _ = copy.ack_with(AckKind::Nak(None)).await;
+                    }
+                    return;
+                }
+                next = messages.next() => next,
+            };
+            let copy = match next {
                 Some(Ok(copy)) => copy,
                 Some(Err(e)) => {
                     tracing::debug!("pulling from consumer '{}': {e}", link.role);
