@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use exo_harness::paths::bin_dir;
 use exo_harness::{LocalNats, Proc, bin, ensure_setup, port_in, repo_root};
 use exoservice::ExoError;
+use exoservice::config::env::{EXOCOM_HOST, EXOCOM_PORT, EXOCOM_TOKEN, EXOCOM_URL, NATS_VARS};
 use exoservice::config::{Env, ServiceConfig};
 use exoservice::dispatch::Engine;
 use exoservice::routes::{DeliveryMode, RoleRoutes, Routes};
@@ -359,23 +360,10 @@ enum Carrier {
     },
 }
 
-/// The variables that choose a transport: a service of the matrix gets
-/// those of its round and none other from the test's environment.
-const TRANSPORT_VARS: [&str; 13] = [
-    "EXOCOM_HOST",
-    "EXOCOM_PORT",
-    "EXOCOM_URL",
-    "EXOCOM_TOKEN",
-    "EXOSERVICE_TRANSPORT",
-    "NATS_URL",
-    "EXOSERVICE_APP",
-    "EXOSERVICE_ROUTES",
-    "EXOSERVICE_APPLICATION",
-    "EXOSERVICE_MAX_ATTEMPTS",
-    "EXOSERVICE_ACK_WAIT_MS",
-    "EXOSERVICE_REDELIVERY_DELAY_MS",
-    "EXOSERVICE_NATS_REPLICAS",
-];
+/// The variables that choose the ExoCom bus: with [`NATS_VARS`], a service
+/// of the matrix gets those of its round and none other from the test's
+/// environment.
+const EXOCOM_VARS: [&str; 4] = [EXOCOM_HOST, EXOCOM_PORT, EXOCOM_URL, EXOCOM_TOKEN];
 
 impl Carrier {
     /// Starts the bus with the routes of the round of `callee`, or a NATS
@@ -432,7 +420,7 @@ impl Carrier {
 
     /// Sets this carrier's variables on a command, and only those.
     fn apply(&self, cmd: &mut Command) {
-        for var in TRANSPORT_VARS {
+        for var in EXOCOM_VARS.into_iter().chain(NATS_VARS) {
             cmd.env_remove(var);
         }
         cmd.envs(self.env());

@@ -18,113 +18,14 @@
 
 #include <exoservice.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-/* ------------------------------------------------------------------ */
-/* Reporting                                                           */
-
-static int passed, failed;
-static int current_failed;
-static const char *current_test = "";
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            current_failed = 1;                                            \
-            printf("    FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);     \
-            printf(__VA_ARGS__);                                           \
-            printf(" (last error: %s)\n", exo_last_error());               \
-            fflush(stdout);                                                \
-        }                                                                  \
-    } while (0)
-
-#define CHECK_RC(call, want)                                               \
-    do {                                                                   \
-        int rc_ = (call);                                                  \
-        CHECK(rc_ == (want), "%s returned %s, expected %s", #call,         \
-              exo_status_name(rc_), exo_status_name(want));                \
-    } while (0)
-
-static void run_test(const char *name, void (*test)(void)) {
-    current_test = name;
-    current_failed = 0;
-    printf("  %s ...\n", name);
-    fflush(stdout);
-    test();
-    if (current_failed) {
-        failed++;
-        printf("  FAILED %s\n", name);
-    } else {
-        passed++;
-        printf("  ok %s\n", name);
-    }
-    fflush(stdout);
-}
+#include "test_support.h"
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
-
-static long long now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static void die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("FATAL: ");
-    vprintf(fmt, ap);
-    printf("\n0 passed, 1 failed\n");
-    va_end(ap);
-    fflush(stdout);
-    exit(2);
-}
-
-static char tmp_dir[256];
-static char log_path[512];
-
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    if (!f) die("cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    fclose(f);
-}
-
-/* Makes tmp_dir/name/service.yml; returns the directory (static buffer per slot). */
-static const char *service_dir(const char *name, const char *yaml) {
-    static char dirs[8][512];
-    static int next;
-    char *dir = dirs[next++ % 8];
-    snprintf(dir, 512, "%s/%s", tmp_dir, name);
-    mkdir(dir, 0755);
-    char file[600];
-    snprintf(file, sizeof file, "%s/service.yml", dir);
-    write_file(file, yaml);
-    return dir;
-}
 
 /* Whether the library's log (our stderr) contains both texts on one line. */
 static int log_has(const char *a, const char *b) {
@@ -143,7 +44,6 @@ static int log_has(const char *a, const char *b) {
 /* The bus                                                             */
 
 static const char *exocom_bin, *exo_bin;
-static pid_t bus_pid = -1;
 static int bus_port;
 static FILE *bus_out;
 static pthread_t bus_drain;
@@ -178,9 +78,9 @@ static void start_bus(void) {
     snprintf(service_data, sizeof service_data, "SERVICE_DATA=%s", routes);
     char *envp[] = {"PORT=0", service_data, "EXOCOM_BIND=127.0.0.1", "RUST_LOG=warn", NULL};
     char *argv[] = {(char *)exocom_bin, NULL};
-    bus_pid = fork();
-    if (bus_pid < 0) die("fork: %s", strerror(errno));
-    if (bus_pid == 0) {
+    server_pid = fork();
+    if (server_pid < 0) die("fork: %s", strerror(errno));
+    if (server_pid == 0) {
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
@@ -199,22 +99,13 @@ static void start_bus(void) {
 }
 
 static void stop_bus(void) {
-    if (bus_pid <= 0) return;
-    kill(bus_pid, SIGTERM);
+    if (server_pid <= 0) return;
+    kill(server_pid, SIGTERM);
     int status;
-    waitpid(bus_pid, &status, 0);
-    bus_pid = -1;
+    waitpid(server_pid, &status, 0);
+    server_pid = -1;
     pthread_join(bus_drain, NULL);
     fclose(bus_out);
-}
-
-static void on_watchdog(int sig) {
-    (void)sig;
-    static const char text[] = "\nTIMEOUT: the tests hung; see the log\n0 passed, 1 failed\n";
-    ssize_t n = write(1, text, sizeof text - 1);
-    (void)n;
-    if (bus_pid > 0) kill(bus_pid, SIGKILL);
-    _exit(3);
 }
 
 /* ------------------------------------------------------------------ */
@@ -278,12 +169,6 @@ static int inbox_wait(const char *name, const char *needle, long timeout_ms, rec
 
 static exo_service *tester;
 static pthread_t tester_thread;
-
-static void *run_service(void *svc) {
-    intptr_t rc = exo_service_run((exo_service *)svc);
-    if (rc != EXO_OK) fprintf(stderr, "run failed: %s\n", exo_last_error());
-    return (void *)rc;
-}
 
 static void start_tester(void) {
     const char *dir = service_dir("tester", "type: tester\n"
@@ -833,17 +718,6 @@ static void on_failing(exo_ctx *ctx, const char *payload_json, void *user) {
         fprintf(stderr, "reply failed: %s\n", exo_last_error());
 }
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof addr;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
-        getsockname(fd, (struct sockaddr *)&addr, &len) != 0)
-        die("free port: %s", strerror(errno));
-    close(fd);
-    return ntohs(addr.sin_port);
-}
-
 /* GET path on 127.0.0.1:port; the whole response in out. -1 on failure. */
 static int http_get(int port, const char *path, char *out, size_t size) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -1011,32 +885,12 @@ static void test_bus_away(void) {
 /* ------------------------------------------------------------------ */
 
 int main(void) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
     exocom_bin = getenv("EXOCOM_BIN");
     exo_bin = getenv("EXO_BIN");
     if (!exocom_bin || !exo_bin) die("set EXOCOM_BIN and EXO_BIN");
     if (getenv("EXO_TEST_LOAD")) load = atoi(getenv("EXO_TEST_LOAD"));
     if (load < 4) load = 4;
-    int watchdog = getenv("EXO_TEST_TIMEOUT") ? atoi(getenv("EXO_TEST_TIMEOUT")) : 120;
-
-    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(tmp_dir, sizeof tmp_dir, "%s/exoservice-c-test-XXXXXX", base);
-    if (!mkdtemp(tmp_dir)) die("mkdtemp: %s", strerror(errno));
-    if (getenv("EXO_TEST_LOG"))
-        snprintf(log_path, sizeof log_path, "%s", getenv("EXO_TEST_LOG"));
-    else
-        snprintf(log_path, sizeof log_path, "%s/log.txt", tmp_dir);
-    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (log_fd < 0) die("cannot open %s: %s", log_path, strerror(errno));
-    fflush(stderr);
-    dup2(log_fd, 2);
-    close(log_fd);
-    setvbuf(stderr, NULL, _IONBF, 0);
-    printf("libexoservice %s; logs in %s\n", exo_version(), log_path);
-
-    signal(SIGALRM, on_watchdog);
-    alarm((unsigned)watchdog);
-    signal(SIGPIPE, SIG_IGN);
+    tests_begin("exoservice-c-test", "", 120);
 
     start_bus();
     printf("exocom on port %d\n", bus_port);
@@ -1069,14 +923,5 @@ int main(void) {
     stop_tester();
 
     stop_bus();
-    alarm(0);
-    if (failed == 0 && !getenv("EXO_TEST_LOG")) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-        if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmp_dir);
-    } else {
-        printf("logs kept in %s\n", log_path);
-    }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return tests_end();
 }

@@ -20,125 +20,13 @@
 
 #include <exoservice.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-/* ------------------------------------------------------------------ */
-/* Reporting                                                           */
-
-static int passed, failed;
-static int current_failed;
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            current_failed = 1;                                            \
-            printf("    FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);     \
-            printf(__VA_ARGS__);                                           \
-            printf(" (last error: %s)\n", exo_last_error());               \
-            fflush(stdout);                                                \
-        }                                                                  \
-    } while (0)
-
-#define CHECK_RC(call, want)                                               \
-    do {                                                                   \
-        int rc_ = (call);                                                  \
-        CHECK(rc_ == (want), "%s returned %s, expected %s", #call,         \
-              exo_status_name(rc_), exo_status_name(want));                \
-    } while (0)
-
-static void run_test(const char *name, void (*test)(void)) {
-    current_failed = 0;
-    printf("  %s ...\n", name);
-    fflush(stdout);
-    test();
-    if (current_failed) {
-        failed++;
-        printf("  FAILED %s\n", name);
-    } else {
-        passed++;
-        printf("  ok %s\n", name);
-    }
-    fflush(stdout);
-}
+#include "test_support.h"
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
-
-static long long now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static pid_t nats_pid = -1;
-
-static void die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("FATAL: ");
-    vprintf(fmt, ap);
-    printf("\n0 passed, 1 failed\n");
-    va_end(ap);
-    fflush(stdout);
-    if (nats_pid > 0) kill(nats_pid, SIGKILL);
-    exit(2);
-}
-
-static char tmp_dir[256];
-static char log_path[512];
-
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    if (!f) die("cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    fclose(f);
-}
-
-/* Makes tmp_dir/name/service.yml; returns the directory (static buffer per slot). */
-static const char *service_dir(const char *name, const char *yaml) {
-    static char dirs[4][512];
-    static int next;
-    char *dir = dirs[next++ % 4];
-    snprintf(dir, 512, "%s/%s", tmp_dir, name);
-    mkdir(dir, 0755);
-    char file[600];
-    snprintf(file, sizeof file, "%s/service.yml", dir);
-    write_file(file, yaml);
-    return dir;
-}
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        die("no free port: %s", strerror(errno));
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* Whether something accepts connections on 127.0.0.1:port. */
 static int accepts(int port) {
@@ -164,9 +52,9 @@ static int try_start_nats(int port) {
     snprintf(out, sizeof out, "%s/nats-%d.log", tmp_dir, port);
     const char *bin = getenv("NATS_SERVER_BIN");
     char *argv[] = {"nats-server", "-a", "127.0.0.1", "-p", port_text, "-js", "-sd", store, NULL};
-    nats_pid = fork();
-    if (nats_pid < 0) die("fork: %s", strerror(errno));
-    if (nats_pid == 0) {
+    server_pid = fork();
+    if (server_pid < 0) die("fork: %s", strerror(errno));
+    if (server_pid == 0) {
         int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
@@ -184,16 +72,16 @@ static int try_start_nats(int port) {
     long long deadline = now_ms() + 10000;
     while (now_ms() < deadline) {
         int status;
-        if (waitpid(nats_pid, &status, WNOHANG) == nats_pid) {
-            nats_pid = -1;
+        if (waitpid(server_pid, &status, WNOHANG) == server_pid) {
+            server_pid = -1;
             return 0;
         }
         if (accepts(port)) return 1;
         sleep_ms(50);
     }
-    kill(nats_pid, SIGKILL);
-    waitpid(nats_pid, NULL, 0);
-    nats_pid = -1;
+    kill(server_pid, SIGKILL);
+    waitpid(server_pid, NULL, 0);
+    server_pid = -1;
     return 0;
 }
 
@@ -210,19 +98,10 @@ static void start_nats(void) {
 }
 
 static void stop_nats(void) {
-    if (nats_pid <= 0) return;
-    kill(nats_pid, SIGTERM);
-    waitpid(nats_pid, NULL, 0);
-    nats_pid = -1;
-}
-
-static void on_watchdog(int sig) {
-    (void)sig;
-    static const char text[] = "\nTIMEOUT: the tests hung; see the log\n0 passed, 1 failed\n";
-    ssize_t n = write(1, text, sizeof text - 1);
-    (void)n;
-    if (nats_pid > 0) kill(nats_pid, SIGKILL);
-    _exit(3);
+    if (server_pid <= 0) return;
+    kill(server_pid, SIGTERM);
+    waitpid(server_pid, NULL, 0);
+    server_pid = -1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -274,12 +153,6 @@ static int created_count(void) {
     int n = seen.n_created;
     pthread_mutex_unlock(&seen.mu);
     return n;
-}
-
-static void *run_service(void *svc) {
-    intptr_t rc = exo_service_run((exo_service *)svc);
-    if (rc != EXO_OK) fprintf(stderr, "run failed: %s\n", exo_last_error());
-    return (void *)rc;
 }
 
 /* A service of `dir` (role from $ROLE, or `role` when given), not yet run. */
@@ -369,27 +242,7 @@ static void test_failed_message_comes_again(void) {
 }
 
 int main(void) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    int watchdog = getenv("EXO_TEST_TIMEOUT") ? atoi(getenv("EXO_TEST_TIMEOUT")) : 60;
-
-    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(tmp_dir, sizeof tmp_dir, "%s/exoservice-c-nats-XXXXXX", base);
-    if (!mkdtemp(tmp_dir)) die("mkdtemp: %s", strerror(errno));
-    if (getenv("EXO_TEST_LOG"))
-        snprintf(log_path, sizeof log_path, "%s", getenv("EXO_TEST_LOG"));
-    else
-        snprintf(log_path, sizeof log_path, "%s/log.txt", tmp_dir);
-    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (log_fd < 0) die("cannot open %s: %s", log_path, strerror(errno));
-    fflush(stderr);
-    dup2(log_fd, 2);
-    close(log_fd);
-    setvbuf(stderr, NULL, _IONBF, 0);
-    printf("libexoservice %s over NATS; logs in %s\n", exo_version(), log_path);
-
-    signal(SIGALRM, on_watchdog);
-    alarm((unsigned)watchdog);
-    signal(SIGPIPE, SIG_IGN);
+    tests_begin("exoservice-c-nats", " over NATS", 60);
 
     start_nats();
     printf("nats-server on port %d\n", nats_port);
@@ -399,14 +252,5 @@ int main(void) {
              test_failed_message_comes_again);
 
     stop_nats();
-    alarm(0);
-    if (failed == 0 && !getenv("EXO_TEST_LOG")) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-        if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmp_dir);
-    } else {
-        printf("logs kept in %s\n", log_path);
-    }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return tests_end();
 }

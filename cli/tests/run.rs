@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use exo_harness::process::exo_send;
 use exo_harness::*;
+use exoservice::config::env::NATS_VARS;
 
 fn exo() -> std::path::PathBuf {
     bin("exo")
@@ -18,19 +19,29 @@ fn rust_ping() -> std::path::PathBuf {
 const APP: &str = "name: ping-test\nservices:\n  ping:\n    location: ./ping\n";
 const PING: &str = "type: ping\nstartup:\n  command: exec \"$EXO_TEST_PING\"\n  online-text: online at port\nmessages:\n  receives: [ping]\n  sends: [pong]\n";
 
+/// `exo run DIR --port 0` with no bus or NATS settings inherited from the
+/// environment.
+fn exo_run_command(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(exo());
+    cmd.arg("run")
+        .arg(dir)
+        .args(["--port", "0"])
+        .env_remove("EXOCOM_PORT")
+        .env_remove("EXOCOM_TOKEN")
+        .env_remove("EXOCOM_URL");
+    for var in NATS_VARS {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// `exo run DIR --port 0 EXTRA...` with the Rust ping example as
-/// `$EXO_TEST_PING` and no bus settings inherited from the environment.
+/// `$EXO_TEST_PING` (see [`exo_run_command`]).
 fn exo_run(dir: &std::path::Path, extra: &[&str]) -> Proc {
     Proc::spawn(
-        Command::new(exo())
-            .arg("run")
-            .arg(dir)
-            .args(["--port", "0"])
+        exo_run_command(dir)
             .args(extra)
-            .env("EXO_TEST_PING", rust_ping())
-            .env_remove("EXOCOM_PORT")
-            .env_remove("EXOCOM_TOKEN")
-            .env_remove("EXOCOM_URL"),
+            .env("EXO_TEST_PING", rust_ping()),
     )
 }
 
@@ -44,6 +55,18 @@ fn start_app_with(dir: &std::path::Path, extra: &[&str]) -> (Proc, u16) {
 
 fn start_app(dir: &std::path::Path) -> (Proc, u16) {
     start_app_with(dir, &["--stop-timeout", "5", "--online-timeout", "30"])
+}
+
+/// Sends `signal` to `exo run` and waits (20 s at most) until it exits
+/// with status 0.
+fn stop(p: &mut Proc, signal: &str) {
+    p.signal(signal);
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        p.output()
+    );
 }
 
 #[test]
@@ -61,13 +84,7 @@ fn runs_an_app_answers_exo_send_and_stops_on_sigterm() {
     let online = p.wait_for("ping | ", Duration::from_secs(1));
     assert!(online.contains("ping |"), "{online}");
 
-    p.signal("TERM");
-    assert_eq!(
-        p.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        p.output()
-    );
+    stop(&mut p, "TERM");
     let out = p.output();
     assert!(out.contains("ping | stopped (exit status: 0)"), "{out}");
     assert!(out.contains("exo | stopped"), "{out}");
@@ -77,13 +94,7 @@ fn runs_an_app_answers_exo_send_and_stops_on_sigterm() {
 fn sigint_stops_the_app_too() {
     let d = dir_with(&[("application.yml", APP), ("ping/service.yml", PING)]);
     let (mut p, _port) = start_app(d.path());
-    p.signal("INT");
-    assert_eq!(
-        p.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        p.output()
-    );
+    stop(&mut p, "INT");
 }
 
 #[test]
@@ -151,26 +162,44 @@ fn a_service_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
     );
 }
 
+/// `exo check DIR [extra]` with none of the NATS variables inherited.
+fn exo_check(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(exo());
+    cmd.arg("check").arg(dir).args(extra);
+    for var in NATS_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.output().unwrap()
+}
+
+/// What `exo check DIR` prints; it must succeed.
+fn check_ok(dir: &std::path::Path) -> String {
+    let out = exo_check(dir, &[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+/// The routes `exo check DIR --routes` prints.
+fn check_routes(dir: &std::path::Path) -> serde_json::Value {
+    let out = exo_check(dir, &["--routes"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "exo check --routes printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 #[test]
 fn check_summarises_an_app_and_prints_its_routes() {
     let d = dir_with(&[("application.yml", APP), ("ping/service.yml", PING)]);
-    let out = Command::new(exo())
-        .arg("check")
-        .arg(d.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = check_ok(d.path());
     assert!(text.contains("application ping-test, 1 service"), "{text}");
     assert!(text.contains("receives: ping"), "{text}");
     assert!(text.trim_end().ends_with("ok"), "{text}");
-    let out = Command::new(exo())
-        .arg("check")
-        .arg(d.path())
-        .arg("--routes")
-        .output()
-        .unwrap();
-    let routes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let routes = check_routes(d.path());
     assert_eq!(routes["ping"]["receives"][0], "ping");
 }
 
@@ -184,11 +213,7 @@ fn check_reports_every_error_and_exits_1() {
         ("a/service.yml", "type: a\nmessages: nope\n"),
         ("b/service.yml", "type: b\nmessages:\n  receives: 3\n"),
     ]);
-    let out = Command::new(exo())
-        .arg("check")
-        .arg(d.path())
-        .output()
-        .unwrap();
+    let out = exo_check(d.path(), &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -232,13 +257,7 @@ fn restart_starts_a_killed_service_again() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert!(answered, "{}", p.output());
-    p.signal("TERM");
-    assert_eq!(
-        p.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        p.output()
-    );
+    stop(&mut p, "TERM");
 }
 
 #[test]
@@ -267,13 +286,7 @@ fn tokens_in_the_application_close_the_bus_and_reach_each_service() {
         Some(0),
         "a send without a token must fail"
     );
-    p.signal("TERM");
-    assert_eq!(
-        p.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        p.output()
-    );
+    stop(&mut p, "TERM");
 }
 
 #[test]
@@ -289,35 +302,14 @@ fn a_service_without_a_token_is_an_error_before_anything_starts() {
     );
 }
 
-const NATS_VARS: [&str; 9] = [
-    "EXOSERVICE_TRANSPORT",
-    "NATS_URL",
-    "EXOSERVICE_APP",
-    "EXOSERVICE_ROUTES",
-    "EXOSERVICE_APPLICATION",
-    "EXOSERVICE_MAX_ATTEMPTS",
-    "EXOSERVICE_ACK_WAIT_MS",
-    "EXOSERVICE_REDELIVERY_DELAY_MS",
-    "EXOSERVICE_NATS_REPLICAS",
-];
-
-/// `exo run DIR --port 0` with none of the NATS variables inherited,
-/// then `env` set.
+/// `exo run DIR --port 0 --stop-timeout 5` (see [`exo_run_command`]) with
+/// `env` set.
 fn exo_run_nats(dir: &std::path::Path, env: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(exo());
-    cmd.arg("run")
-        .arg(dir)
-        .args(["--port", "0", "--stop-timeout", "5"])
-        .env_remove("EXOCOM_PORT")
-        .env_remove("EXOCOM_TOKEN")
-        .env_remove("EXOCOM_URL");
-    for var in NATS_VARS {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Proc::spawn(&mut cmd)
+    Proc::spawn(
+        exo_run_command(dir)
+            .args(["--stop-timeout", "5"])
+            .envs(env.iter().copied()),
+    )
 }
 
 /// A service that prints the variables it got, then says it is online and
@@ -340,16 +332,6 @@ fn printed(p: &mut Proc, key: &str) -> String {
     line.split_once(&prefix)
         .map(|(_, v)| v.to_owned())
         .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-}
-
-fn stop(p: &mut Proc) {
-    p.signal("TERM");
-    assert_eq!(
-        p.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        p.output()
-    );
 }
 
 #[test]
@@ -384,7 +366,7 @@ fn a_nats_app_runs_without_exocom_and_its_services_get_the_nats_settings() {
     // The role `exo` is in the routes, so `exo send` can talk to the app.
     assert_eq!(routes["exo"]["sends"], serde_json::json!(["ping"]));
     assert_eq!(routes["exo"]["receives"], serde_json::json!(["pong"]));
-    stop(&mut p);
+    stop(&mut p, "TERM");
     assert!(!p.output().contains("ExoCom online"), "{}", p.output());
 }
 
@@ -413,14 +395,14 @@ fn the_environment_of_exo_run_can_choose_nats_and_its_settings() {
     );
     assert_eq!(printed(&mut p, "url"), "tls://user:secret@nats-b:4443");
     assert_eq!(printed(&mut p, "app"), "other_app");
-    stop(&mut p);
+    stop(&mut p, "TERM");
 
     // Without the variable the same app runs on ExoCom, as before.
     let mut p = exo_run_nats(d.path(), &[]);
     p.wait_for("ExoCom online at port", Duration::from_secs(10));
     assert_eq!(printed(&mut p, "transport"), "exocom");
     assert_ne!(printed(&mut p, "exocom-port"), "unset");
-    stop(&mut p);
+    stop(&mut p, "TERM");
 }
 
 #[test]
@@ -464,26 +446,13 @@ fn check_shows_the_transport_and_the_at_least_once_names() {
         ),
         ("ping/service.yml", ENV_SERVICE),
     ]);
-    let mut cmd = Command::new(exo());
-    cmd.arg("check").arg(d.path());
-    for var in NATS_VARS {
-        cmd.env_remove(var);
-    }
-    let out = cmd.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = check_ok(d.path());
     assert!(
         text.contains("transport: nats at nats://127.0.0.1:4222 (application 'ping-test')"),
         "{text}"
     );
     assert!(text.contains("at-least-once: ping"), "{text}");
-    let out = Command::new(exo())
-        .arg("check")
-        .arg(d.path())
-        .arg("--routes")
-        .output()
-        .unwrap();
-    let routes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let routes = check_routes(d.path());
     assert_eq!(routes["ping"]["atLeastOnce"][0], "ping");
 }
 
@@ -588,6 +557,6 @@ fn exo_send_talks_to_a_nats_app_that_exo_run_runs() {
         p.output()
     );
     assert_eq!(stdout.trim(), r#"pong {"n":7}"#);
-    stop(&mut p);
+    stop(&mut p, "TERM");
     drop(server);
 }

@@ -6,6 +6,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use exoservice::config::env::NATS_VARS;
+
 use crate::http::{Response, request};
 use crate::nats::LocalNats;
 use crate::paths::{bin, bin_dir, ensure_setup, repo_root};
@@ -30,20 +32,6 @@ pub struct TodoApp {
     pub nats: Option<LocalNats>,
     _data: tempfile::TempDir,
 }
-
-/// The variables that would put a service on NATS: `exo run` must not
-/// inherit them from the test's environment unless a test asks for NATS.
-const NATS_VARS: [&str; 9] = [
-    "EXOSERVICE_TRANSPORT",
-    "NATS_URL",
-    "EXOSERVICE_APP",
-    "EXOSERVICE_ROUTES",
-    "EXOSERVICE_APPLICATION",
-    "EXOSERVICE_MAX_ATTEMPTS",
-    "EXOSERVICE_ACK_WAIT_MS",
-    "EXOSERVICE_REDELIVERY_DELAY_MS",
-    "EXOSERVICE_NATS_REPLICAS",
-];
 
 impl TodoApp {
     /// Starts the app (`exo run --restart`) on the embedded bus and waits

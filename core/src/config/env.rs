@@ -66,6 +66,22 @@ pub const REDELIVERY_DELAY_MS: &str = "EXOSERVICE_REDELIVERY_DELAY_MS";
 /// cluster keeps (1 to 5).
 pub const NATS_REPLICAS: &str = "EXOSERVICE_NATS_REPLICAS";
 
+/// The variables that choose the NATS transport and its settings. A
+/// process started for ExoCom (or for one NATS server of its own) removes
+/// them all from the environment it passes on, so that the environment it
+/// was started from cannot move it onto another transport.
+pub const NATS_VARS: [&str; 9] = [
+    TRANSPORT,
+    NATS_URL,
+    APP,
+    ROUTES,
+    APPLICATION,
+    MAX_ATTEMPTS,
+    ACK_WAIT_MS,
+    REDELIVERY_DELAY_MS,
+    NATS_REPLICAS,
+];
+
 /// The most attempts `EXOSERVICE_MAX_ATTEMPTS` may ask for.
 pub const MAX_MAX_ATTEMPTS: u64 = 1000;
 /// The shortest `EXOSERVICE_ACK_WAIT_MS`.
