@@ -23,15 +23,6 @@ pub enum PingTarget {
     Nats(crate::bench::NatsTarget),
 }
 
-/// Variables of the `nats` transport, removed from an example's
-/// environment on ExoCom so that the bench's own environment cannot move it.
-const NATS_VARS: [&str; 4] = [
-    "EXOSERVICE_TRANSPORT",
-    "EXOSERVICE_APP",
-    "EXOSERVICE_ROUTES",
-    "EXOSERVICE_APPLICATION",
-];
-
 /// The languages that have a ping example, in the order they are measured.
 pub const LANGUAGES: [&str; 4] = ["rust", "python", "node", "c"];
 
@@ -80,7 +71,8 @@ impl PingProcess {
             .env("ROLE", "ping");
         match target {
             PingTarget::Exocom { port } => {
-                for var in NATS_VARS {
+                // The bench's own environment must not move the example to NATS.
+                for var in exoservice::config::env::NATS_VARS {
                     command.env_remove(var);
                 }
                 command

@@ -422,16 +422,10 @@ impl Env {
             EXOCOM_URL,
             EXOCOM_TOKEN,
             EXOCOM_CA_FILE,
-            TRANSPORT,
-            NATS_URL,
-            APP,
-            ROUTES,
-            APPLICATION,
-            MAX_ATTEMPTS,
-            ACK_WAIT_MS,
-            REDELIVERY_DELAY_MS,
-            NATS_REPLICAS,
-        ] {
+        ]
+        .into_iter()
+        .chain(NATS_VARS)
+        {
             if let Ok(v) = std::env::var(key) {
                 vars.insert(key.to_owned(), v);
             }
