@@ -145,6 +145,29 @@ impl BusUrl {
     }
 }
 
+/// Splits `host:port` or `[v6]:port` (the port may be absent); `text`
+/// names what is read in errors.
+fn split_host_port<'a>(
+    authority: &'a str,
+    text: &str,
+) -> Result<(&'a str, Option<&'a str>), String> {
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("has an unclosed '[' in {text:?}"))?;
+        match after.strip_prefix(':') {
+            Some(port) => Ok((host, Some(port))),
+            None if after.is_empty() => Ok((host, None)),
+            None => Err(format!("has a bad host in {text:?}")),
+        }
+    } else {
+        Ok(match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        })
+    }
+}
+
 /// Reads a bus URL: `ws://` or `wss://`, a host, an optional port, an
 /// optional path (`/` or none means `/services`).
 pub fn bus_url(text: &str) -> Result<BusUrl, String> {
@@ -161,21 +184,7 @@ pub fn bus_url(text: &str) -> Result<BusUrl, String> {
     if authority.contains('@') {
         return Err("must not hold a user name or password (use EXOCOM_TOKEN)".into());
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("has an unclosed '[' in {authority:?}"))?;
-        match after.strip_prefix(':') {
-            Some(port) => (host, Some(port)),
-            None if after.is_empty() => (host, None),
-            None => return Err(format!("has a bad host {authority:?}")),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
+    let (host, port) = split_host_port(authority, authority)?;
     if host.is_empty() {
         return Err(format!("has no host: {text:?}"));
     }
@@ -306,21 +315,7 @@ fn nats_server(text: &str) -> Result<NatsServer, String> {
         None => (None, rest),
     };
     let bracketed = authority.starts_with('[');
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("has an unclosed '[' in {text:?}"))?;
-        match after.strip_prefix(':') {
-            Some(port) => (host, Some(port)),
-            None if after.is_empty() => (host, None),
-            None => return Err(format!("has a bad host in {text:?}")),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
+    let (host, port) = split_host_port(authority, text)?;
     let bad_char = |c: char| c.is_whitespace() || c == '[' || c == ']' || (c == ':' && !bracketed);
     if host.is_empty() || host.contains(bad_char) {
         return Err(format!("has no usable host in {text:?} (expected {SHAPE})"));
