@@ -95,7 +95,7 @@
 //! adapter); `wire` (reading and writing frames, timestamps); `log` (log
 //! lines and sinks).
 
-mod activity;
+pub(crate) mod activity;
 mod config;
 pub(crate) mod connection;
 #[doc(hidden)]

@@ -25,19 +25,20 @@ mod send;
 mod settle;
 pub mod subjects;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, stream};
-use async_nats::{Client, HeaderMap, ServerAddr};
+use async_nats::{Client, ServerAddr};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::bus::activity::IdMap;
 use activity::Activities;
 use plan::Plan;
 use settle::Policy;
@@ -74,17 +75,17 @@ struct Status {
 
 /// A sticky copy that may have to go to its role's subject after all.
 struct Fallback {
-    subject: String,
-    headers: HeaderMap,
+    role: Arc<str>,
+    members: Arc<str>,
     body: Bytes,
-    activity: String,
-    instance: String,
+    activity: u64,
+    instance: Arc<str>,
 }
 
 /// Sticky copies sent recently, by sequence number.
 #[derive(Default)]
 struct Fallbacks {
-    map: HashMap<u64, Fallback>,
+    map: IdMap<u64, Fallback>,
     order: VecDeque<(u64, Instant)>,
 }
 

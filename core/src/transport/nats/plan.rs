@@ -10,7 +10,7 @@ use crate::routes::{RoleRoutes, Routes};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Receiver {
     /// The role.
-    pub(crate) role: String,
+    pub(crate) role: std::sync::Arc<str>,
     /// Whether it takes the name at-least-once (JetStream).
     pub(crate) durable: bool,
 }
@@ -64,9 +64,9 @@ impl Plan {
                 let list = receivers
                     .entry(r.to_public(internal).to_owned())
                     .or_default();
-                if !list.iter().any(|x| x.role == *name) {
+                if !list.iter().any(|x| *x.role == **name) {
                     list.push(Receiver {
-                        role: name.clone(),
+                        role: name.as_str().into(),
                         durable,
                     });
                 }

@@ -13,7 +13,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use super::Link;
-use super::activity::Members;
+use super::activity::member_in_header;
 use super::settle::{JsSettle, Policy};
 use super::subjects::*;
 use crate::dispatch::{Outcome, Queued, Settle};
@@ -49,21 +49,18 @@ fn check(link: &Link, payload: &[u8]) -> Option<Message> {
     Some(msg)
 }
 
-/// The activity's members as the copy's header names them.
-fn members_of(headers: Option<&HeaderMap>) -> Members {
+/// The copy's `Exo-Members` header.
+fn members_of(headers: Option<&HeaderMap>) -> Option<&str> {
     headers
         .and_then(|h| h.get(MEMBERS_HEADER))
-        .map(|v| Members::parse(v.as_str()))
-        .unwrap_or_default()
+        .map(|v| v.as_str())
 }
 
 /// Remembers the activity's members, with this instance as its role's.
-fn learn(link: &Link, activity: &str, mut members: Members) {
-    members.add(&link.role, &link.instance);
-    link.activities
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .touch(activity, &members, Instant::now());
+fn learn(link: &Link, activity: &str, members: Option<&str>) {
+    let mut activities = link.activities.lock().unwrap_or_else(|p| p.into_inner());
+    let key = activities.key(activity);
+    activities.touch(key, members, (&link.role, &link.instance), Instant::now());
 }
 
 /// Answers a forwarded copy when its delivery is settled.
@@ -258,7 +255,7 @@ pub(super) async fn read_durable(
                 let _ = copy.ack_with(AckKind::Term).await;
                 continue;
             };
-            let members = members_of(copy.headers.as_ref());
+            let members = members_of(copy.headers.as_ref()).map(str::to_owned);
             let settle = JsSettle::new(
                 copy,
                 attempt,
@@ -266,7 +263,10 @@ pub(super) async fn read_durable(
                 policy.clone(),
                 link.settings.ack_wait,
             );
-            match members.of(&link.role) {
+            let sticky = members
+                .as_deref()
+                .and_then(|m| member_in_header(m, &link.role));
+            match sticky {
                 Some(other) if other != link.instance => {
                     drop(permit);
                     let other = other.to_owned();
@@ -281,7 +281,7 @@ pub(super) async fn read_durable(
                     ));
                 }
                 _ => {
-                    learn(&link, msg.activity(), members);
+                    learn(&link, msg.activity(), members.as_deref());
                     hand_over(&link, permit, msg, settle);
                 }
             }
@@ -315,11 +315,13 @@ async fn forward(
     deliveries: mpsc::Sender<Queued>,
     settle: JsSettle,
     msg: Message,
-    members: Members,
+    members: Option<String>,
     instance: String,
 ) {
     let mut headers = HeaderMap::new();
-    headers.insert(MEMBERS_HEADER, members.header());
+    if let Some(members) = &members {
+        headers.insert(MEMBERS_HEADER, members.as_str());
+    }
     headers.insert(FORWARD_HEADER, "1");
     headers.insert(ATTEMPT_HEADER, settle.attempt.to_string());
     let request = async_nats::Request::new()
@@ -335,11 +337,8 @@ async fn forward(
             _ => Outcome::NotHandled,
         }),
         Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
-            link.activities
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .forget(msg.activity(), &instance);
-            learn(&link, msg.activity(), members);
+            // This instance becomes the role's member of the activity.
+            learn(&link, msg.activity(), members.as_deref());
             match deliveries.reserve().await {
                 Ok(permit) => hand_over(&link, permit, msg, *settle),
                 Err(_) => settle.settle(Outcome::NotHandled),

@@ -11,7 +11,6 @@ use async_nats::{Client, HeaderMap, StatusCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::activity::Members;
 use super::subjects::*;
 use super::{BATCH, Fallback, Link};
 use crate::message::Message;
@@ -100,19 +99,20 @@ async fn route(
         return;
     }
     let app = &link.settings.app;
-    let mut me = Members::default();
-    me.add(&link.role, &link.instance);
-    let (members, since) = link
-        .activities
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .touch(msg.activity(), &me, Instant::now());
+    let (key, members, since) = {
+        let mut activities = link.activities.lock().unwrap_or_else(|p| p.into_inner());
+        let key = activities.key(msg.activity());
+        let (members, since) =
+            activities.touch(key, None, (&link.role, &link.instance), Instant::now());
+        (key, members, since)
+    };
     msg.name = public;
     msg.timestamp = Some(crate::bus::rfc3339_nanos(SystemTime::now()));
     msg.response_time = since.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let body = Bytes::from(msg.to_json());
+    let members_text: Arc<str> = Arc::from(members.header());
     let mut headers = HeaderMap::new();
-    headers.insert(MEMBERS_HEADER, members.header());
+    headers.insert(MEMBERS_HEADER, &*members_text);
     let id = msg.id.as_deref().unwrap_or_default();
     for receiver in receivers {
         let result = if receiver.durable {
@@ -138,11 +138,11 @@ async fn route(
                 .insert(
                     seq,
                     Fallback {
-                        subject: role_subject(app, &receiver.role),
-                        headers: headers.clone(),
+                        role: receiver.role.clone(),
+                        members: members_text.clone(),
                         body: body.clone(),
-                        activity: msg.activity().to_owned(),
-                        instance: instance.to_owned(),
+                        activity: key,
+                        instance: instance.clone(),
                     },
                     Instant::now(),
                 );
@@ -193,21 +193,20 @@ pub(super) async fn reroute(link: Arc<Link>, client: Client, mut replies: async_
         link.activities
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .forget(&fallback.activity, &fallback.instance);
+            .forget(fallback.activity, &fallback.instance);
         tracing::debug!(
-            "instance {} left; activity {} goes to {}",
+            "instance {} left; its copy goes to role '{}'",
             fallback.instance,
-            fallback.activity,
-            fallback.subject
+            fallback.role
         );
+        let mut headers = HeaderMap::new();
+        headers.insert(MEMBERS_HEADER, &*fallback.members);
+        let subject = role_subject(&link.settings.app, &fallback.role);
         if let Err(e) = client
-            .publish_with_headers(fallback.subject, fallback.headers, fallback.body)
+            .publish_with_headers(subject, headers, fallback.body)
             .await
         {
-            tracing::warn!(
-                "cannot re-route a message of activity {}: {e}",
-                fallback.activity
-            );
+            tracing::warn!("cannot re-route a copy for role '{}': {e}", fallback.role);
         }
     }
 }
