@@ -576,18 +576,9 @@ async fn bench_nats(args: &BenchArgs) -> Result<Vec<Row>, String> {
             target.url
         ));
     }
-    let handler = format!("Rust, {} services in-process", args.services);
-    let mut rows = Vec::new();
-    print_figures_header("request-reply over NATS (Rust handler)", args.seconds);
     let window = Duration::from_secs_f64(args.seconds);
-    for &c in &args.concurrency {
-        let f = measure(&engine, c, Duration::from_millis(500), window).await;
-        print_figures(&f);
-        rows.push(Row {
-            handler: handler.clone(),
-            figures: f,
-        });
-    }
+    let mut rows =
+        measure_in_process(args, &engine, "request-reply over NATS (Rust handler)").await;
     for s in services {
         // A drained service has left its queue group: no copy goes to it.
         s.shutdown().await;
@@ -604,6 +595,24 @@ async fn bench_nats(args: &BenchArgs) -> Result<Vec<Row>, String> {
     }
     drop(started);
     Ok(rows)
+}
+
+/// Measures request-reply to the in-process Rust ping services at each
+/// concurrency level, printing each level's figures under `title`.
+async fn measure_in_process(args: &BenchArgs, engine: &Engine, title: &str) -> Vec<Row> {
+    let handler = format!("Rust, {} services in-process", args.services);
+    let window = Duration::from_secs_f64(args.seconds);
+    print_figures_header(title, args.seconds);
+    let mut rows = Vec::new();
+    for &c in &args.concurrency {
+        let figures = measure(engine, c, Duration::from_millis(500), window).await;
+        print_figures(&figures);
+        rows.push(Row {
+            handler: handler.clone(),
+            figures,
+        });
+    }
+    rows
 }
 
 /// Request-reply through an ExoCom bus process, and the bus's memory;
@@ -631,18 +640,13 @@ async fn bench_exocom(args: &BenchArgs) -> Result<Vec<Row>, String> {
         return Err("the bench client did not register within 10 s".into());
     }
 
-    let handler = format!("Rust, {} services in-process", args.services);
-    let mut rows = Vec::new();
-    print_figures_header("request-reply through the bus (Rust handler)", args.seconds);
     let window = Duration::from_secs_f64(args.seconds);
-    for &c in &args.concurrency {
-        let f = measure(&engine, c, Duration::from_millis(500), window).await;
-        print_figures(&f);
-        rows.push(Row {
-            handler: handler.clone(),
-            figures: f,
-        });
-    }
+    let mut rows = measure_in_process(
+        args,
+        &engine,
+        "request-reply through the bus (Rust handler)",
+    )
+    .await;
     println!("bus RSS after the load: {}", mib(bus.rss_kib()));
 
     for s in services {
