@@ -407,6 +407,11 @@ async fn a_message_that_always_fails_is_dead_lettered_after_max_attempts() {
         "3",
         "Exo-Attempts header on the dead letter ({headers:?})"
     );
+    assert_eq!(header("Exo-Role"), "worker", "{headers:?}");
+    assert!(
+        header("Exo-Error").contains("failed on each of 3 attempts"),
+        "Exo-Error says why ({headers:?})"
+    );
     let body = Message::parse(&dead.payload).expect("the dead letter is the original frame");
     assert_eq!(body.id.as_deref(), Some(id.as_str()));
     assert_eq!(body.name, "job");
