@@ -283,3 +283,59 @@ async fn a_draining_instance_hands_new_copies_to_the_others() {
     web.drain().await;
     staying.drain().await;
 }
+
+/// The role's consumer takes the settings of the instance that starts last:
+/// a lower attempt count applies after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_role_applies_its_new_attempt_count() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let app = format!("upd{}", fastrand::u32(..));
+    let routes: Routes = serde_json::from_value(json!({
+        "web": {"sends": ["job"]},
+        "worker": {"receives": ["job"], "atLeastOnce": ["job"]}
+    }))
+    .unwrap();
+    let worker = |attempts: u32| {
+        let mut settings = NatsSettings::new(server.url(), &app, routes.clone());
+        settings.max_attempts = attempts;
+        settings.redelivery_delay = Duration::from_millis(50);
+        let engine = Engine::new(
+            ServiceConfig::from_parts("worker", ["job"], Vec::<&str>::new())
+                .with_nats(settings)
+                .with_delivery("job", DeliveryMode::AtLeastOnce),
+        );
+        engine.announce_online(false);
+        engine.handle("job").unwrap();
+        engine
+    };
+    let first = worker(5);
+    first.connect().unwrap();
+    assert!(first.wait_online(WAIT).await);
+    first.drain().await;
+
+    let second = worker(2);
+    second.connect().unwrap();
+    assert!(second.wait_online(WAIT).await);
+    let web = engine_with(&server.url(), &app, "web", &routes);
+    web.connect().unwrap();
+    assert!(web.wait_online(WAIT).await);
+    web.client().send("job", &json!({})).unwrap();
+    let mut attempts = Vec::new();
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(2), second.next()).await {
+        attempts.push(d.attempt());
+        d.fail();
+    }
+    assert_eq!(attempts, [1, 2], "two attempts, as the restarted role says");
+    // The server's side agrees (it counts the attempts of instances that die).
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(format!("EXO_{app}"))
+        .await
+        .unwrap()
+        .get_consumer("worker")
+        .await
+        .unwrap();
+    assert_eq!(consumer.info().await.unwrap().config.max_deliver, 2);
+    web.drain().await;
+    second.drain().await;
+}

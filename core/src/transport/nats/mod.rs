@@ -472,25 +472,36 @@ async fn setup(
             redelivery_delay: link.settings.redelivery_delay,
             runtime: link.runtime.clone(),
         });
-        let consumer: PullConsumer = stream
-            .get_or_create_consumer(
-                &link.role,
-                pull::Config {
-                    durable_name: Some(link.role.clone()),
-                    filter_subject: durable_subject(app, &link.role),
-                    ack_policy: AckPolicy::Explicit,
-                    deliver_policy: DeliverPolicy::All,
-                    ack_wait: link.settings.ack_wait,
-                    max_deliver: i64::from(link.settings.max_attempts.max(1)),
-                    max_ack_pending: i64::try_from(link.concurrency * 4)
-                        .unwrap_or(i64::MAX)
-                        .max(64),
-                    num_replicas: link.settings.replicas.max(1),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| format!("consumer '{}': {e}", link.role))?;
+        let config = pull::Config {
+            durable_name: Some(link.role.clone()),
+            filter_subject: durable_subject(app, &link.role),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ack_wait: link.settings.ack_wait,
+            max_deliver: i64::from(link.settings.max_attempts.max(1)),
+            max_ack_pending: i64::try_from(link.concurrency * 4)
+                .unwrap_or(i64::MAX)
+                .max(64),
+            num_replicas: link.settings.replicas.max(1),
+            ..Default::default()
+        };
+        // Creates the role's consumer, or updates it to these settings (a
+        // changed ack wait or attempt count applies at the next start).
+        let consumer: PullConsumer = match stream.create_consumer(config).await {
+            Ok(consumer) => consumer,
+            Err(update) => {
+                let consumer = stream
+                    .get_consumer(&link.role)
+                    .await
+                    .map_err(|e| format!("consumer '{}': {update}; {e}", link.role))?;
+                tracing::warn!(
+                    "the consumer '{}' of stream {} keeps its earlier settings: {update}",
+                    link.role,
+                    stream_name(app)
+                );
+                consumer
+            }
+        };
         let advisories = client
             .queue_subscribe(max_deliveries_subject(app, &link.role), link.role.clone())
             .await
