@@ -542,6 +542,11 @@ fn bad_nats_variables_are_named() {
             "/no/such/app",
             "$EXOSERVICE_APPLICATION: no such file or directory: /no/such/app",
         ),
+        (
+            "NATS_CA_FILE",
+            "/no/such/ca.pem",
+            "$NATS_CA_FILE: no such file: /no/such/ca.pem",
+        ),
     ] {
         let text = e(&[(var, value)]);
         assert!(

@@ -339,3 +339,78 @@ async fn a_restarted_role_applies_its_new_attempt_count() {
     web.drain().await;
     second.drain().await;
 }
+
+/// A NATS server with TLS and a certificate of a private CA: services that
+/// trust it (`NATS_CA_FILE`) talk over `tls://`; one that does not never
+/// comes online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_reach_a_tls_server_that_their_ca_file_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let binary = exoservice::testing::nats::nats_server_binary().expect("nats-server");
+    let _server = tokio::process::Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--tls"])
+        .arg("--tlscert")
+        .arg(&cert_file)
+        .arg("--tlskey")
+        .arg(&key_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server starts");
+    let url = format!("tls://127.0.0.1:{port}");
+    let app = format!("tls{}", fastrand::u32(..));
+    let routes: Routes = serde_json::from_value(json!({
+        "web": {"sends": ["ping"], "receives": ["pong"]},
+        "ping": {"receives": ["ping"], "sends": ["pong"]}
+    }))
+    .unwrap();
+    let service = |role: &str, ca: Option<&std::path::Path>| {
+        let own = routes.roles[role].clone();
+        let mut settings = NatsSettings::new(url.clone(), &app, routes.clone());
+        settings.ca_file = ca.map(ToOwned::to_owned);
+        let engine = Engine::new(
+            ServiceConfig::from_parts(role, own.receives, own.sends).with_nats(settings),
+        );
+        engine.announce_online(false);
+        engine
+    };
+    let untrusting = service("web", None);
+    untrusting.connect().unwrap();
+    let ping = std::sync::Arc::new(service("ping", Some(&cert_file)));
+    ping.handle("ping").unwrap();
+    let web = service("web", Some(&cert_file));
+    for e in [&*ping, &web] {
+        e.connect().unwrap();
+        assert!(e.wait_online(WAIT).await, "online over TLS");
+    }
+    let serving = ping.clone();
+    tokio::spawn(async move {
+        while let Some(d) = serving.next().await {
+            d.ctx().reply("pong", &d.message().payload_value()).unwrap();
+        }
+    });
+    let answer = web
+        .client()
+        .request("ping", &json!({"over": "tls"}), WAIT)
+        .await
+        .expect("an answer over TLS");
+    assert_eq!(answer.payload_value(), json!({"over": "tls"}));
+    assert!(
+        !untrusting.wait_online(Duration::from_secs(1)).await,
+        "a service that does not trust the server's certificate must not connect"
+    );
+    web.drain().await;
+    ping.drain().await;
+    untrusting.drain().await;
+}

@@ -70,9 +70,10 @@ pub const NATS_REPLICAS: &str = "EXOSERVICE_NATS_REPLICAS";
 /// process started for ExoCom (or for one NATS server of its own) removes
 /// them all from the environment it passes on, so that the environment it
 /// was started from cannot move it onto another transport.
-pub const NATS_VARS: [&str; 9] = [
+pub const NATS_VARS: [&str; 10] = [
     TRANSPORT,
     NATS_URL,
+    NATS_CA_FILE,
     APP,
     ROUTES,
     APPLICATION,
@@ -86,6 +87,10 @@ pub const NATS_VARS: [&str; 9] = [
 pub const MAX_MAX_ATTEMPTS: u64 = 1000;
 /// The shortest `EXOSERVICE_ACK_WAIT_MS`.
 pub const MIN_ACK_WAIT_MS: u64 = 100;
+/// `NATS_CA_FILE`: the certificates (PEM) trusted for a NATS server's TLS
+/// instead of the system's roots (a private CA); also turns TLS on.
+pub const NATS_CA_FILE: &str = "NATS_CA_FILE";
+
 /// The most replicas a JetStream stream may have.
 pub const MAX_NATS_REPLICAS: u64 = 5;
 /// The port of a NATS URL that names none.
@@ -545,14 +550,24 @@ impl Env {
 
     /// `EXOCOM_CA_FILE`, checked to name a file.
     pub fn exocom_ca_file(&self) -> Result<Option<std::path::PathBuf>, ConfigError> {
-        match self.get(EXOCOM_CA_FILE) {
+        self.existing_file(EXOCOM_CA_FILE)
+    }
+
+    /// `NATS_CA_FILE`, which must name a file.
+    pub fn nats_ca_file(&self) -> Result<Option<std::path::PathBuf>, ConfigError> {
+        self.existing_file(NATS_CA_FILE)
+    }
+
+    /// A variable that names a file that must exist.
+    fn existing_file(&self, key: &str) -> Result<Option<std::path::PathBuf>, ConfigError> {
+        match self.get(key) {
             None => Ok(None),
             Some(v) => {
                 let path = std::path::PathBuf::from(v);
                 if path.is_file() {
                     Ok(Some(path))
                 } else {
-                    Err(var_error(EXOCOM_CA_FILE, format!("no such file: {v}")))
+                    Err(var_error(key, format!("no such file: {v}")))
                 }
             }
         }

@@ -95,6 +95,9 @@ pub struct NatsSettings {
     /// Copies of each JetStream message kept by the cluster (1 for one
     /// server; `EXOSERVICE_NATS_REPLICAS`, at most 5).
     pub replicas: usize,
+    /// The certificates (PEM) trusted for the servers' TLS instead of the
+    /// system's roots; TLS is required when set (`NATS_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the routes of the `nats` transport came from (named in errors).
@@ -184,6 +187,7 @@ impl NatsSettings {
         if let Some(n) = env.nats_replicas()? {
             settings.replicas = n;
         }
+        settings.ca_file = env.nats_ca_file()?;
         Ok(Some((settings, source)))
     }
 
@@ -201,6 +205,7 @@ impl NatsSettings {
             ack_wait: DEFAULT_ACK_WAIT,
             redelivery_delay: DEFAULT_REDELIVERY_DELAY,
             replicas: 1,
+            ca_file: None,
         }
     }
 }

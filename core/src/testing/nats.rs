@@ -480,6 +480,13 @@ impl Drop for StoreDir {
     }
 }
 
+/// Where `nats-server` is: on `PATH`, else in `/usr/sbin` or
+/// `/usr/local/bin`; an error says how to install it. For tests that run a
+/// server with settings of their own (TLS, users).
+pub fn nats_server_binary() -> Result<PathBuf, String> {
+    find_binary()
+}
+
 /// `nats-server` on `PATH`, else in `/usr/sbin` or `/usr/local/bin`.
 fn find_binary() -> Result<PathBuf, String> {
     let path_dirs = std::env::var_os("PATH")

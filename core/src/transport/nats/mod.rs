@@ -349,7 +349,11 @@ async fn connect(link: &Arc<Link>, stop: &mut watch::Receiver<bool>) -> Option<C
     loop {
         let status = link.status.clone();
         let events_url = url.clone();
-        let options = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(ca) = &link.settings.ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let options = options
             .name(format!("{}/{}", link.settings.app, link.instance))
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5))
