@@ -414,3 +414,66 @@ async fn services_reach_a_tls_server_that_their_ca_file_trusts() {
     ping.drain().await;
     untrusting.drain().await;
 }
+
+/// GET `path` from a local HTTP server, the body as text.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// A service's `/metrics` counts the attempts that came again and the
+/// messages it gave up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_redeliveries_and_dead_letters() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let app = format!("met{}", fastrand::u32(..));
+    let routes: Routes = serde_json::from_value(json!({
+        "web": {"sends": ["job"]},
+        "worker": {"receives": ["job"], "atLeastOnce": ["job"]}
+    }))
+    .unwrap();
+    let mut settings = NatsSettings::new(server.url(), &app, routes.clone());
+    settings.max_attempts = 3;
+    settings.redelivery_delay = Duration::from_millis(50);
+    let worker = Engine::new(
+        ServiceConfig::from_parts("worker", ["job"], Vec::<&str>::new())
+            .with_nats(settings)
+            .with_delivery("job", DeliveryMode::AtLeastOnce)
+            .with_metrics_port(0),
+    );
+    worker.announce_online(false);
+    worker.handle("job").unwrap();
+    worker.connect().unwrap();
+    assert!(worker.wait_online(WAIT).await);
+    let web = engine_with(&server.url(), &app, "web", &routes);
+    web.connect().unwrap();
+    assert!(web.wait_online(WAIT).await);
+    web.client().send("job", &json!({})).unwrap();
+    for attempt in 1..=3 {
+        let d = tokio::time::timeout(WAIT, worker.next())
+            .await
+            .unwrap_or_else(|_| panic!("attempt {attempt}"))
+            .unwrap();
+        assert_eq!(d.attempt(), attempt);
+        d.fail();
+    }
+    let metrics = http_get(worker.metrics_addr().unwrap(), "/metrics").await;
+    for line in [
+        "exoservice_handler_errors_total{message=\"job\"} 3",
+        "exoservice_redeliveries_total{message=\"job\"} 2",
+        "exoservice_dead_letters_total{message=\"job\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    web.drain().await;
+    worker.drain().await;
+}

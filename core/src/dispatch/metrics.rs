@@ -52,6 +52,8 @@ pub(crate) struct ServiceMetrics {
     index: HashMap<String, usize>,
     handled: Box<[AtomicU64]>,
     errors: Box<[AtomicU64]>,
+    redelivered: Box<[AtomicU64]>,
+    dead_letters: Box<[AtomicU64]>,
     latency: Box<[Histogram]>,
     in_flight: AtomicU64,
     unhandled: AtomicU64,
@@ -76,6 +78,8 @@ impl ServiceMetrics {
             index,
             handled: (0..n).map(|_| AtomicU64::new(0)).collect(),
             errors: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            redelivered: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            dead_letters: (0..n).map(|_| AtomicU64::new(0)).collect(),
             latency: (0..n).map(|_| Histogram::new(HANDLER_BUCKETS_NS)).collect(),
             in_flight: AtomicU64::new(0),
             unhandled: AtomicU64::new(0),
@@ -104,6 +108,19 @@ impl ServiceMetrics {
             self.errors[slot].fetch_add(1, Ordering::Relaxed);
         }
         self.latency[slot].observe_since(start);
+    }
+
+    /// A delivery of a message that came again (attempt 2 or later).
+    pub(crate) fn redelivered(&self, slot: usize) {
+        let slot = slot.min(self.names.len() - 1);
+        self.redelivered[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An at-least-once message was given up: its handler failed on the
+    /// last attempt, so it goes to the dead-letter subject.
+    pub(crate) fn dead_lettered(&self, slot: usize) {
+        let slot = slot.min(self.names.len() - 1);
+        self.dead_letters[slot].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A message no handler saw (no handler for its name, or it arrived
@@ -136,6 +153,20 @@ impl ServiceMetrics {
             "counter",
             "Messages whose handler failed, by message name.",
             &self.errors,
+        );
+        per_name(
+            &mut e,
+            "exoservice_redeliveries_total",
+            "counter",
+            "Deliveries of at-least-once messages that came again (after a failed handler or a stopped instance), by message name.",
+            &self.redelivered,
+        );
+        per_name(
+            &mut e,
+            "exoservice_dead_letters_total",
+            "counter",
+            "At-least-once messages given up because their handler failed on the last attempt (sent to the dead-letter subject), by message name.",
+            &self.dead_letters,
         );
         e.family(
             "exoservice_handler_seconds",

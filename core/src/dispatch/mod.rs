@@ -88,12 +88,17 @@ pub struct Delivery {
     start: Instant,
     failed: AtomicBool,
     settle: Option<Box<dyn Settle>>,
+    /// Whether a failure now is the last one (the message is given up).
+    last_attempt: bool,
 }
 
 impl Drop for Delivery {
     fn drop(&mut self) {
         let failed = *self.failed.get_mut();
         self.metrics.finished(self.metric_slot, self.start, failed);
+        if failed && self.last_attempt {
+            self.metrics.dead_lettered(self.metric_slot);
+        }
         if let Some(settle) = self.settle.take() {
             settle.settle(if failed {
                 Outcome::Failed
@@ -429,14 +434,22 @@ impl Engine {
             queued = queue.recv() => queued?,
         };
         self.metrics.started();
+        let metric_slot = self.metrics.slot(&queued.msg.name);
+        if queued.attempt > 1 {
+            self.metrics.redelivered(metric_slot);
+        }
+        let max_attempts = self.config().nats.as_ref().map(|n| n.max_attempts.max(1));
+        let last_attempt =
+            queued.settle.is_some() && max_attempts.is_some_and(|max| queued.attempt >= max);
         Some(Delivery {
-            metric_slot: self.metrics.slot(&queued.msg.name),
+            metric_slot,
             ctx: Ctx::new(self.client.clone(), queued.msg, queued.attempt),
             _slot: slot,
             metrics: self.metrics.clone(),
             start: Instant::now(),
             failed: AtomicBool::new(false),
             settle: queued.settle,
+            last_attempt,
         })
     }
 
