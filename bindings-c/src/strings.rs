@@ -56,12 +56,7 @@ pub(crate) unsafe fn json(
             format!("the {what} of '{name}' is not valid UTF-8 ({e})"),
         )
     })?;
-    message::raw_from_text(text).map_err(|e| {
-        Failure::new(
-            exo_status::EXO_ERR_PAYLOAD,
-            format!("the {what} of '{name}' is not valid JSON: {e}"),
-        )
-    })
+    Ok(message::raw_part(name, what, text)?)
 }
 
 /// Text as a C string; a NUL inside (which JSON text and message names

@@ -11,7 +11,7 @@ use napi_derive::napi;
 use tokio::sync::Notify;
 
 use crate::engine::{Closed, send_new};
-use crate::{js_error, millis, raw_payload, settle};
+use crate::{js_error, millis, raw_part, settle};
 
 /// Resolves with the answer to `pending` as JSON text; rejects with
 /// `EXO_TIMEOUT`, or `EXO_STOPPED` once the service is closed.
@@ -110,7 +110,7 @@ impl NativeDelivery {
     /// Replies: same activity, auth and isSecurity.
     #[napi(catch_unwind)]
     pub fn reply(&self, name: String, payload: Option<String>) -> napi::Result<()> {
-        let payload = raw_payload(&name, payload.as_deref())?;
+        let payload = raw_part(&name, "payload", payload.as_deref())?;
         self.ctx.reply_raw(&name, payload).map_err(js_error)
     }
 
@@ -132,7 +132,7 @@ impl NativeDelivery {
         timeout_ms: f64,
     ) -> napi::Result<Object<'env>> {
         let timeout = millis("timeout", timeout_ms)?;
-        let payload = raw_payload(&name, payload.as_deref())?;
+        let payload = raw_part(&name, "payload", payload.as_deref())?;
         let pending = self
             .ctx
             .start_request(&name, payload, timeout)
@@ -148,7 +148,7 @@ impl NativeDelivery {
         payload: Option<String>,
         capacity: u32,
     ) -> napi::Result<NativeWatch> {
-        let payload = raw_payload(&name, payload.as_deref())?;
+        let payload = raw_part(&name, "payload", payload.as_deref())?;
         let watch = self
             .ctx
             .send_watched(&name, payload, capacity as usize)

@@ -14,7 +14,7 @@ use napi_derive::napi;
 use tokio::sync::watch;
 
 use crate::delivery::{NativeDelivery, NativeWatch, request_message};
-use crate::{js_error, millis, raw_auth, raw_payload, settle, usage};
+use crate::{js_error, millis, raw_part, settle, usage};
 
 /// How a service is configured. Explicit options win over the environment
 /// (`ROLE`, `EXOCOM_HOST`, `EXOCOM_PORT`, ...), which wins over the file.
@@ -156,7 +156,7 @@ pub(crate) fn send_new(
 ) -> napi::Result<String> {
     let activity = message::new_id();
     let msg = Message {
-        payload: raw_payload(name, payload)?,
+        payload: raw_part(name, "payload", payload)?,
         auth,
         activity_id: Some(activity.clone()),
         ..Message::new(name)
@@ -325,8 +325,8 @@ impl NativeEngine {
         auth: Option<String>,
     ) -> napi::Result<Object<'env>> {
         let timeout = millis("timeout", timeout_ms)?;
-        let payload = raw_payload(&name, payload.as_deref())?;
-        let auth = raw_auth(&name, auth.as_deref())?;
+        let payload = raw_part(&name, "payload", payload.as_deref())?;
+        let auth = raw_part(&name, "auth", auth.as_deref())?;
         let pending = self
             .engine
             .client()
@@ -344,7 +344,7 @@ impl NativeEngine {
         payload: Option<String>,
         capacity: u32,
     ) -> napi::Result<NativeWatch> {
-        let payload = raw_payload(&name, payload.as_deref())?;
+        let payload = raw_part(&name, "payload", payload.as_deref())?;
         let watch = self
             .engine
             .client()

@@ -63,36 +63,16 @@ pub(crate) fn runtime() -> napi::Result<&'static tokio::runtime::Runtime> {
         .map_err(|e| coded("EXO_USAGE", &format!("cannot start the I/O runtime: {e}")))
 }
 
-/// A payload from JavaScript (JSON text, or nothing) as raw JSON.
-pub(crate) fn raw_payload(
+/// A part (`what`: "payload", "auth") of message `name` from JavaScript
+/// (JSON text, or nothing) as raw JSON.
+pub(crate) fn raw_part(
     name: &str,
+    what: &str,
     json: Option<&str>,
 ) -> napi::Result<Option<Box<serde_json::value::RawValue>>> {
-    match json {
-        None => Ok(None),
-        Some(text) => exoservice::message::raw_from_text(text).map_err(|e| {
-            js_error(ExoError::Payload {
-                name: name.to_owned(),
-                reason: e.to_string(),
-            })
-        }),
-    }
-}
-
-/// An `auth` value from JavaScript (JSON text; `None`: no auth).
-pub(crate) fn raw_auth(
-    name: &str,
-    json: Option<&str>,
-) -> napi::Result<Option<Box<serde_json::value::RawValue>>> {
-    match json {
-        None => Ok(None),
-        Some(text) => exoservice::message::raw_from_text(text).map_err(|e| {
-            js_error(ExoError::Payload {
-                name: name.to_owned(),
-                reason: format!("auth: {e}"),
-            })
-        }),
-    }
+    json.map_or(Ok(None), |text| {
+        exoservice::message::raw_part(name, what, text).map_err(js_error)
+    })
 }
 
 /// A duration in milliseconds from JavaScript.

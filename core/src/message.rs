@@ -274,6 +274,20 @@ pub fn raw_from_text(text: &str) -> Result<Option<Box<RawValue>>, serde_json::Er
     Ok(if is_null(&raw) { None } else { Some(raw) })
 }
 
+/// [`raw_from_text`] for a part (`what`: "payload", "auth") of message
+/// `name` that arrived as text from a host language; invalid JSON is
+/// [`crate::ExoError::Payload`], naming the part.
+pub fn raw_part(
+    name: &str,
+    what: &str,
+    text: &str,
+) -> Result<Option<Box<RawValue>>, crate::ExoError> {
+    raw_from_text(text).map_err(|e| crate::ExoError::Payload {
+        name: name.to_owned(),
+        reason: format!("the {what} is not valid JSON: {e}"),
+    })
+}
+
 /// Appends `s` to `out` as a JSON string literal (quotes included),
 /// escaped exactly as `serde_json` escapes it.
 pub fn push_json_string(out: &mut String, s: &str) {
@@ -338,6 +352,14 @@ mod tests {
     #[test]
     fn bad_payload_text_is_refused() {
         assert!(raw_from_text("{").is_err());
+        match raw_part("users.create", "auth", "{") {
+            Err(crate::ExoError::Payload { name, reason }) => {
+                assert_eq!(name, "users.create");
+                assert!(reason.starts_with("the auth is not valid JSON"), "{reason}");
+            }
+            other => panic!("expected a payload error, got {other:?}"),
+        }
+        assert!(raw_part("x", "payload", " null ").unwrap().is_none());
         assert!(raw_from_text("null").unwrap().is_none());
     }
 }

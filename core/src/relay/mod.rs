@@ -264,31 +264,16 @@ async fn connection_loop(
                 }
                 backoff.reset();
                 status.connected.store(true, Ordering::Release);
+                let parts = SessionParts {
+                    config: &config,
+                    outbox: &outbox,
+                    inbound: &*inbound,
+                    deliveries: &deliveries,
+                    status: &status,
+                };
                 let reason = match ws {
-                    Connected::Plain(ws) => {
-                        session(
-                            ws,
-                            &config,
-                            &outbox,
-                            &*inbound,
-                            &deliveries,
-                            &mut stop,
-                            &status,
-                        )
-                        .await
-                    }
-                    Connected::Tls(ws) => {
-                        session(
-                            *ws,
-                            &config,
-                            &outbox,
-                            &*inbound,
-                            &deliveries,
-                            &mut stop,
-                            &status,
-                        )
-                        .await
-                    }
+                    Connected::Plain(ws) => session(ws, &parts, &mut stop).await,
+                    Connected::Tls(ws) => session(*ws, &parts, &mut stop).await,
                 };
                 status.connected.store(false, Ordering::Release);
                 if *stop.borrow() {
@@ -394,17 +379,30 @@ async fn open(config: &RelayConfig, url: &str) -> Result<Connected, String> {
     Ok(Connected::Tls(Box::new(ws)))
 }
 
+/// What a session works with besides its WebSocket.
+#[derive(Clone, Copy)]
+struct SessionParts<'a> {
+    config: &'a RelayConfig,
+    outbox: &'a Outbox,
+    inbound: &'a dyn Inbound,
+    deliveries: &'a mpsc::Sender<Queued>,
+    status: &'a Status,
+}
+
 /// One connection: register, then write and read until it breaks or the
 /// relay stops. Returns why it ended.
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     ws: WebSocketStream<S>,
-    config: &RelayConfig,
-    outbox: &Outbox,
-    inbound: &dyn Inbound,
-    deliveries: &mpsc::Sender<Queued>,
+    parts: &SessionParts<'_>,
     stop: &mut watch::Receiver<bool>,
-    status: &Status,
 ) -> String {
+    let SessionParts {
+        config,
+        outbox,
+        inbound,
+        deliveries,
+        status,
+    } = *parts;
     let (mut sink, mut stream) = ws.split();
     let register = Message {
         name: message::REGISTER.into(),
