@@ -482,7 +482,7 @@ fn exo_send_takes_the_nats_settings_and_adds_its_role_to_the_routes() {
     };
     // Nothing says NATS: ExoCom.
     let c = send_config(&args, &Env::empty()).unwrap();
-    assert_eq!(c.transport, Transport::Exocom);
+    assert_eq!(c.transport(), Transport::Exocom);
     // The application directory says NATS, and gives routes and URL.
     let flags = NatsFlags {
         url: None,

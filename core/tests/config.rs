@@ -396,7 +396,7 @@ fn nats_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 fn the_transport_is_exocom_unless_asked() {
     let d = dir_with(&[("service.yml", PING_SERVICE)]);
     let c = load(d.path(), &[]).unwrap();
-    assert_eq!(c.transport, Transport::Exocom);
+    assert_eq!(c.transport(), Transport::Exocom);
     assert!(c.nats.is_none());
     // The NATS variables are not read on ExoCom.
     let c = load(
@@ -408,7 +408,7 @@ fn the_transport_is_exocom_unless_asked() {
         ],
     )
     .unwrap();
-    assert_eq!(c.transport, Transport::Exocom);
+    assert_eq!(c.transport(), Transport::Exocom);
     assert_eq!(
         err(d.path(), &[("EXOSERVICE_TRANSPORT", "zeromq")]),
         "$EXOSERVICE_TRANSPORT: must be exocom or nats, found \"zeromq\""
@@ -419,7 +419,7 @@ fn the_transport_is_exocom_unless_asked() {
 fn nats_from_the_environment_with_defaults() {
     let d = dir_with(&[("service.yml", PING_SERVICE)]);
     let c = load(d.path(), &nats_env(&[])).unwrap();
-    assert_eq!(c.transport, Transport::Nats);
+    assert_eq!(c.transport(), Transport::Nats);
     let n = c.nats.as_ref().unwrap();
     assert_eq!(n.url, "nats://127.0.0.1:4222");
     assert_eq!(n.app, "exo");
@@ -806,7 +806,7 @@ fn exoservice_application_gives_routes_and_defaults() {
         None,
     )
     .unwrap();
-    assert_eq!(c.transport, Transport::Nats, "application.yml says nats");
+    assert_eq!(c.transport(), Transport::Nats, "application.yml says nats");
     let n = c.nats.as_ref().unwrap();
     assert_eq!(n.url, "nats://nats-1:4223,nats://nats-2:4223");
     assert_eq!(n.app, "Todo-App-");
@@ -844,7 +844,7 @@ fn exoservice_application_gives_routes_and_defaults() {
         None,
     )
     .unwrap();
-    assert_eq!(c.transport, Transport::Exocom);
+    assert_eq!(c.transport(), Transport::Exocom);
 
     // NatsSettings::from_env is what ServiceConfig uses.
     let s = NatsSettings::from_env(&Env::from_pairs([(
@@ -869,7 +869,7 @@ fn an_application_without_transport_needs_the_variable() {
         None,
     )
     .unwrap();
-    assert_eq!(c.transport, Transport::Exocom);
+    assert_eq!(c.transport(), Transport::Exocom);
     let c = ServiceConfig::load_with(
         &todo,
         &Env::from_pairs([

@@ -317,9 +317,9 @@ pub struct ServiceConfig {
     /// The IP address of the metrics endpoint (`EXOSERVICE_METRICS_BIND`,
     /// default `127.0.0.1`).
     pub metrics_bind: std::net::IpAddr,
-    /// What carries the messages (`EXOSERVICE_TRANSPORT`, default ExoCom).
-    pub transport: Transport,
-    /// The NATS settings; set when `transport` is [`Transport::Nats`].
+    /// The NATS settings: set, the service runs over NATS
+    /// (`EXOSERVICE_TRANSPORT=nats`); unset, over ExoCom (the default). See
+    /// [`ServiceConfig::transport`].
     pub nats: Option<NatsSettings>,
     /// How each received name (internal) is delivered (`delivery:` in the
     /// service file); a name not listed is at-most-once. Only the `nats`
@@ -355,7 +355,6 @@ impl ServiceConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             metrics_port: None,
             metrics_bind: std::net::IpAddr::from([127, 0, 0, 1]),
-            transport: Transport::Exocom,
             nats: None,
             delivery: std::collections::BTreeMap::new(),
         }
@@ -527,9 +526,18 @@ impl ServiceConfig {
         self
     }
 
+    /// What carries the service's messages: NATS when it has NATS
+    /// settings, else ExoCom.
+    pub fn transport(&self) -> Transport {
+        if self.nats.is_some() {
+            Transport::Nats
+        } else {
+            Transport::Exocom
+        }
+    }
+
     /// The same config on the `nats` transport with these settings.
     pub fn with_nats(mut self, settings: NatsSettings) -> Self {
-        self.transport = Transport::Nats;
         self.nats = Some(settings);
         self
     }

@@ -35,11 +35,11 @@ impl Link {
         deliveries: mpsc::Sender<Queued>,
         stopping: watch::Receiver<bool>,
     ) -> Result<Link, ConfigError> {
-        match config.transport {
+        match &config.nats {
             // ExoCom goes on delivering to a draining service (the bus
             // has no way to take a registration back); the service drops
             // what arrives then, as the deployed frameworks do.
-            Transport::Exocom => {
+            None => {
                 drop(stopping);
                 Ok(Link::Exocom(Relay::start(
                     RelayConfig::for_service(config)?,
@@ -49,11 +49,16 @@ impl Link {
                 )))
             }
             #[cfg(feature = "nats")]
-            Transport::Nats => Ok(Link::Nats(nats::NatsLink::start(
-                config, outbox, inbound, deliveries, stopping,
+            Some(settings) => Ok(Link::Nats(nats::NatsLink::start(
+                config,
+                settings.clone(),
+                outbox,
+                inbound,
+                deliveries,
+                stopping,
             )?)),
             #[cfg(not(feature = "nats"))]
-            Transport::Nats => Err(ConfigError::new(
+            Some(_) => Err(ConfigError::new(
                 &config.file,
                 "this build of exoservice has no NATS support (cargo feature `nats`)",
             )),
@@ -101,7 +106,7 @@ impl Link {
 
 /// The name of the service's transport, for log lines.
 pub(crate) fn name_of(config: &ServiceConfig) -> &'static str {
-    match config.transport {
+    match config.transport() {
         Transport::Exocom => "ExoCom",
         Transport::Nats => "NATS",
     }
@@ -110,9 +115,9 @@ pub(crate) fn name_of(config: &ServiceConfig) -> &'static str {
 /// The port printed in `online at port N`: the bus's, or the first NATS
 /// server's.
 pub(crate) fn port_of(config: &ServiceConfig) -> u16 {
-    match (&config.transport, &config.nats) {
-        (Transport::Nats, Some(nats)) => first_port(&nats.url).unwrap_or(4222),
-        _ => config.exocom_port,
+    match &config.nats {
+        Some(nats) => first_port(&nats.url).unwrap_or(4222),
+        None => config.exocom_port,
     }
 }
 

@@ -133,17 +133,12 @@ impl NatsLink {
     /// the current tokio runtime).
     pub(crate) fn start(
         config: &ServiceConfig,
+        settings: NatsSettings,
         outbox: Arc<Outbox>,
         inbound: Arc<dyn Inbound>,
         deliveries: mpsc::Sender<Queued>,
         stopping: watch::Receiver<bool>,
     ) -> Result<NatsLink, ConfigError> {
-        let settings = config.nats.clone().ok_or_else(|| {
-            ConfigError::new(
-                &config.file,
-                "the nats transport needs its settings (NATS_URL, EXOSERVICE_ROUTES or EXOSERVICE_APPLICATION)",
-            )
-        })?;
         let plan = Plan::new(&settings.routes, &config.role).ok_or_else(|| {
             ConfigError::new(
                 &config.file,
