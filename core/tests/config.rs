@@ -27,6 +27,12 @@ fn err(dir: &Path, env: &[(&str, &str)]) -> String {
     e.to_string().replace(&format!("{}/", dir.display()), "")
 }
 
+/// The error of a service whose `service.yml` is `text`.
+fn service_error(text: &str) -> String {
+    let d = dir_with(&[("service.yml", text)]);
+    err(d.path(), &[])
+}
+
 const SHAPE_2017: &str = "\
 type: todo-service
 description: stores todo items
@@ -163,40 +169,28 @@ fn bad_environment_values_are_named() {
 
 #[test]
 fn wrong_types_name_file_line_and_column() {
-    let d = dir_with(&[(
-        "service.yml",
-        "type: todo\nmessages:\n  receives:\n    - todo.add\n\n\n  sends: todo.added\n",
-    )]);
     assert_eq!(
-        err(d.path(), &[]),
+        service_error(
+            "type: todo\nmessages:\n  receives:\n    - todo.add\n\n\n  sends: todo.added\n"
+        ),
         "service.yml:7:10: messages.sends must be a list of message names, found a string"
     );
-    let d = dir_with(&[(
-        "service.yml",
-        "type: todo\nmessages:\n  receives: [a, {b: 1}]\n",
-    )]);
     assert_eq!(
-        err(d.path(), &[]),
+        service_error("type: todo\nmessages:\n  receives: [a, {b: 1}]\n"),
         "service.yml:3:17: messages.receives must be a list of message names, found a mapping in it"
     );
-    let d = dir_with(&[("service.yml", "type: todo\nmessages: [a]\n")]);
     assert_eq!(
-        err(d.path(), &[]),
+        service_error("type: todo\nmessages: [a]\n"),
         "service.yml:2:11: messages must be a mapping (key: value lines), found a list"
     );
-    let d = dir_with(&[(
-        "service.yml",
-        "type: todo\nexoservice:\n  concurrency: many\n",
-    )]);
     assert_eq!(
-        err(d.path(), &[]),
+        service_error("type: todo\nexoservice:\n  concurrency: many\n"),
         "service.yml:3:16: exoservice.concurrency must be a whole number above 0, found a string"
     );
     let d = dir_with(&[("service.yml", "type: Todo Service\n")]);
     assert!(err(d.path(), &[]).starts_with("service.yml:1:7: type must be the service's role"));
-    let d = dir_with(&[("service.yml", "type: todo\nstartup:\n  online-text: up\n")]);
     assert_eq!(
-        err(d.path(), &[]),
+        service_error("type: todo\nstartup:\n  online-text: up\n"),
         "service.yml:3:3: startup must have a `command:` (the shell command that starts the service)"
     );
 }
@@ -629,33 +623,26 @@ fn delivery_is_read_in_every_shape() {
 
 #[test]
 fn delivery_errors_name_file_line_and_column() {
-    let d = dir_with(&[(
-        "service.yml",
-        "type: ping\nmessages:\n  receives: [ping]\ndelivery:\n  ping: at-least-twice\n",
-    )]);
     assert_eq!(
-        err(d.path(), &[]),
+        service_error(
+            "type: ping\nmessages:\n  receives: [ping]\ndelivery:\n  ping: at-least-twice\n"
+        ),
         "service.yml:5:9: delivery of \"ping\" must be at-least-once or at-most-once, found \"at-least-twice\""
     );
-    let d = dir_with(&[(
-        "service.yml",
-        "type: ping\nmessages:\n  receives: [ping]\ndelivery:\n  ping: [at-least-once]\n",
-    )]);
     assert_eq!(
-        err(d.path(), &[]),
+        service_error(
+            "type: ping\nmessages:\n  receives: [ping]\ndelivery:\n  ping: [at-least-once]\n"
+        ),
         "service.yml:5:9: delivery of \"ping\" must be at-least-once or at-most-once, found a list"
     );
-    let d = dir_with(&[(
-        "service.yml",
-        "type: ping\nmessages:\n  receives: [ping]\n  sends: [pong]\ndelivery:\n  ping: at-least-once\n  pong: at-least-once\n",
-    )]);
     assert_eq!(
-        err(d.path(), &[]),
+        service_error(
+            "type: ping\nmessages:\n  receives: [ping]\n  sends: [pong]\ndelivery:\n  ping: at-least-once\n  pong: at-least-once\n"
+        ),
         "service.yml:7:3: delivery: \"pong\" is not a message this service receives (it receives: ping); the receiving service declares how it takes a message"
     );
-    let d = dir_with(&[("service.yml", "type: ping\ndelivery: at-least-once\n")]);
     assert_eq!(
-        err(d.path(), &[]),
+        service_error("type: ping\ndelivery: at-least-once\n"),
         "service.yml:2:11: delivery must be a mapping (key: value lines), found a string"
     );
 }
