@@ -224,8 +224,7 @@ pub unsafe extern "C" fn exo_reply(
     status_of("exo_reply", || {
         // SAFETY: per the contract.
         let h = unsafe { handle(ctx) }?;
-        let name = unsafe { strings::name(name) }?;
-        let payload = unsafe { strings::json(payload_json, "payload", name) }?;
+        let (name, payload) = unsafe { strings::name_and_payload(name, payload_json) }?;
         Ok(h.ctx.reply_raw(name, payload)?)
     })
 }
@@ -247,8 +246,7 @@ pub unsafe extern "C" fn exo_ctx_send(
     status_of("exo_ctx_send", || {
         // SAFETY: per the contract.
         let h = unsafe { handle(ctx) }?;
-        let name = unsafe { strings::name(name) }?;
-        let payload = unsafe { strings::json(payload_json, "payload", name) }?;
+        let (name, payload) = unsafe { strings::name_and_payload(name, payload_json) }?;
         Ok(h.ctx.send_raw(name, payload)?)
     })
 }
@@ -273,8 +271,7 @@ pub unsafe extern "C" fn exo_ctx_request(
         // SAFETY: per the contract.
         unsafe { clear_out(reply_name, reply_payload) };
         let h = unsafe { handle(ctx) }?;
-        let name = unsafe { strings::name(name) }?;
-        let payload = unsafe { strings::json(payload_json, "payload", name) }?;
+        let (name, payload) = unsafe { strings::name_and_payload(name, payload_json) }?;
         let timeout = timeout_of(timeout_ms)?;
         let pending = h.ctx.start_request(name, payload, timeout)?;
         // SAFETY: per the contract.

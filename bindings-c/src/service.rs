@@ -649,8 +649,7 @@ pub unsafe extern "C" fn exo_send(
     status_of("exo_send", || {
         // SAFETY: per the contract.
         let s = unsafe { service(svc) }?;
-        let name = unsafe { strings::name(name) }?;
-        let payload = unsafe { strings::json(payload_json, "payload", name) }?;
+        let (name, payload) = unsafe { strings::name_and_payload(name, payload_json) }?;
         Ok(s.client().send_raw(name, payload, None)?)
     })
 }
@@ -670,8 +669,7 @@ pub unsafe extern "C" fn exo_send_with_auth(
     status_of("exo_send_with_auth", || {
         // SAFETY: per the contract.
         let s = unsafe { service(svc) }?;
-        let name = unsafe { strings::name(name) }?;
-        let payload = unsafe { strings::json(payload_json, "payload", name) }?;
+        let (name, payload) = unsafe { strings::name_and_payload(name, payload_json) }?;
         let auth = unsafe { strings::json(auth_json, "auth", name) }?;
         Ok(s.client().send_raw(name, payload, auth)?)
     })
@@ -709,8 +707,7 @@ pub unsafe extern "C" fn exo_request(
         // SAFETY: per the contract.
         unsafe { clear_out(reply_name, reply_payload) };
         let s = unsafe { service(svc) }?;
-        let name = unsafe { strings::name(name) }?;
-        let payload = unsafe { strings::json(payload_json, "payload", name) }?;
+        let (name, payload) = unsafe { strings::name_and_payload(name, payload_json) }?;
         let timeout = timeout_of(timeout_ms)?;
         let pending = s.client().start_request(name, payload, None, timeout)?;
         // SAFETY: per the contract.
@@ -754,8 +751,7 @@ pub unsafe extern "C" fn exo_request_with_auth(
             }
         }
         let s = unsafe { service(svc) }?;
-        let name = unsafe { strings::name(name) }?;
-        let payload = unsafe { strings::json(payload_json, "payload", name) }?;
+        let (name, payload) = unsafe { strings::name_and_payload(name, payload_json) }?;
         let auth = unsafe { strings::json(auth_json, "auth", name) }?;
         let timeout = timeout_of(timeout_ms)?;
         let pending = s.client().start_request(name, payload, auth, timeout)?;

@@ -59,6 +59,21 @@ pub(crate) unsafe fn json(
     Ok(message::raw_part(name, what, text)?)
 }
 
+/// A message's name and payload as given to a send, reply or request.
+///
+/// # Safety
+/// As for [`text`], for both pointers.
+pub(crate) unsafe fn name_and_payload<'a>(
+    name: *const c_char,
+    payload_json: *const c_char,
+) -> Result<(&'a str, Option<Box<RawValue>>), Failure> {
+    // SAFETY: forwarded contract.
+    let name = unsafe { self::name(name) }?;
+    // SAFETY: forwarded contract.
+    let payload = unsafe { json(payload_json, "payload", name) }?;
+    Ok((name, payload))
+}
+
 /// Text as a C string; a NUL inside (which JSON text and message names
 /// cannot hold) is written as `\0`.
 pub(crate) fn c_string(s: &str) -> CString {
