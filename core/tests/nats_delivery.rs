@@ -360,19 +360,21 @@ fn write_holder_service(dir: &Path) {
 const WORKER_ROUTES: &str =
     r#"{"sender": {"sends": ["job"]}, "worker": {"receives": ["job"], "atLeastOnce": ["job"]}}"#;
 
+/// Three attempts, 100 ms apart at first: the retry tests stay short.
+fn three_quick_attempts(s: &mut NatsSettings) {
+    s.max_attempts = 3;
+    s.redelivery_delay = Duration::from_millis(100);
+}
+
 #[tokio::test]
 async fn a_message_that_always_fails_is_dead_lettered_after_max_attempts() {
     let server = NatsServer::start().await.expect("nats-server");
     let app = app_name();
     let routes = routes(WORKER_ROUTES);
-    let retry = |s: &mut NatsSettings| {
-        s.max_attempts = 3;
-        s.redelivery_delay = Duration::from_millis(100);
-    };
     let log = Log::default();
-    let worker = engine(&server.url(), &app, &routes, "worker", retry).await;
+    let worker = engine(&server.url(), &app, &routes, "worker", three_quick_attempts).await;
     let task = serve(worker.clone(), 0, log.clone(), Delivery::fail);
-    let sender = engine(&server.url(), &app, &routes, "sender", retry).await;
+    let sender = engine(&server.url(), &app, &routes, "sender", three_quick_attempts).await;
     let msg = numbered("job", 7);
     let id = msg.id.clone().expect("id");
     sender.client().send_message(msg).expect("send");
@@ -424,18 +426,14 @@ async fn a_message_that_fails_once_is_handled_on_the_second_attempt() {
     let server = NatsServer::start().await.expect("nats-server");
     let app = app_name();
     let routes = routes(WORKER_ROUTES);
-    let retry = |s: &mut NatsSettings| {
-        s.max_attempts = 3;
-        s.redelivery_delay = Duration::from_millis(100);
-    };
     let log = Log::default();
-    let worker = engine(&server.url(), &app, &routes, "worker", retry).await;
+    let worker = engine(&server.url(), &app, &routes, "worker", three_quick_attempts).await;
     let task = serve(worker.clone(), 0, log.clone(), |d| {
         if d.attempt() == 1 {
             d.fail();
         }
     });
-    let sender = engine(&server.url(), &app, &routes, "sender", retry).await;
+    let sender = engine(&server.url(), &app, &routes, "sender", three_quick_attempts).await;
     sender
         .client()
         .send_message(numbered("job", 1))
