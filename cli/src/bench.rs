@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use exoservice::config::{NatsSettings, ServiceConfig};
+use exoservice::config::{Env, NatsSettings, ServiceConfig, env};
 use exoservice::routes::Routes;
 use exoservice::testing::nats::NatsServer;
 use exoservice::{Ctx, Engine, RunningService, Service};
@@ -180,13 +180,32 @@ pub struct NatsTarget {
     pub app: String,
     /// The routes JSON ([`NATS_ROUTES`]).
     pub routes_json: String,
+    /// The TLS and key files of the environment for a server given by
+    /// `--nats-url` (`NATS_CA_FILE`, `NATS_CERT_FILE`, `NATS_KEY_FILE`,
+    /// `NATS_NKEY_FILE`, `NATS_CREDS_FILE`, absolute); none for a server the run started.
+    pub files: Vec<(&'static str, std::path::PathBuf)>,
 }
 
 impl NatsTarget {
     /// The NATS settings of a service of this run.
     pub fn settings(&self) -> Result<NatsSettings, String> {
         let routes = Routes::from_json(&self.routes_json).map_err(|e| e.to_string())?;
-        Ok(NatsSettings::new(&self.url, &self.app, routes))
+        let mut settings = NatsSettings::new(&self.url, &self.app, routes);
+        let files = Env::from_pairs(
+            self.files
+                .iter()
+                .map(|(var, path)| (*var, path.display().to_string())),
+        );
+        settings.ca_file = files.nats_ca_file().map_err(|e| e.to_string())?;
+        settings.client_cert = files.nats_client_cert().map_err(|e| e.to_string())?;
+        settings.nkey = files.nats_nkey().map_err(|e| e.to_string())?;
+        settings.creds = files.nats_creds().map_err(|e| e.to_string())?;
+        Ok(settings)
+    }
+
+    /// The server URL(s) fit to show (passwords and tokens as `***`).
+    pub fn display_url(&self) -> String {
+        env::nats_display_url(&self.url)
     }
 }
 
@@ -535,11 +554,16 @@ fn print_side_by_side(exocom: &[Row], nats: &[Row]) {
 /// language examples; returns the figures.
 async fn bench_nats(args: &BenchArgs) -> Result<Vec<Row>, String> {
     let started;
-    let url = match &args.nats_url {
+    let (url, files) = match &args.nats_url {
         Some(url) => {
             started = None;
-            println!("exo bench over NATS: server {url}");
-            url.clone()
+            let url = env::nats_url(url).map_err(|e| format!("--nats-url {e}"))?;
+            let files = crate::run::nats_files(&Env::process())?;
+            println!(
+                "exo bench over NATS: server {}",
+                env::nats_display_url(&url)
+            );
+            (url, files)
         }
         None => {
             let server = NatsServer::start().await.map_err(|e| {
@@ -550,13 +574,14 @@ async fn bench_nats(args: &BenchArgs) -> Result<Vec<Row>, String> {
                 "exo bench over NATS: no --nats-url given, so this run started nats-server at {url} (JetStream on, temporary store; stopped at the end)"
             );
             started = Some(server);
-            url
+            (url, Vec::new())
         }
     };
     let target = NatsTarget {
         url,
         app: fresh_app(),
         routes_json: NATS_ROUTES.to_owned(),
+        files,
     };
     println!(
         "app '{}', {} Rust ping service(s) in this process",
@@ -573,7 +598,7 @@ async fn bench_nats(args: &BenchArgs) -> Result<Vec<Row>, String> {
     if !engine.wait_online(Duration::from_secs(10)).await {
         return Err(format!(
             "the bench client was not online on NATS at {} within 10 s",
-            target.url
+            target.display_url()
         ));
     }
     let window = Duration::from_secs_f64(args.seconds);

@@ -80,8 +80,13 @@ impl PingProcess {
                     .env("EXOCOM_PORT", port.to_string());
             }
             PingTarget::Nats(nats) => {
+                // Only this bench's settings: none of the shell's NATS
+                // variables (its files are given as absolute paths).
+                for var in exoservice::config::env::NATS_VARS {
+                    command.env_remove(var);
+                }
                 command
-                    .env_remove("EXOSERVICE_APPLICATION")
+                    .envs(nats.files.iter().map(|(var, path)| (*var, path)))
                     .env("EXOSERVICE_TRANSPORT", "nats")
                     .env("NATS_URL", &nats.url)
                     .env("EXOSERVICE_APP", &nats.app)

@@ -110,11 +110,16 @@ fn check_app(path: &Path, routes_only: bool) -> i32 {
     let nats = matches!(transport, RunTransport::Nats(_));
     match &transport {
         RunTransport::Exocom => println!("  transport: exocom"),
-        RunTransport::Nats(t) => println!(
-            "  transport: nats at {} (application '{}')",
-            env::nats_display_url(&t.url),
-            t.app
-        ),
+        RunTransport::Nats(t) => {
+            println!(
+                "  transport: nats at {} (application '{}')",
+                env::nats_display_url(&t.url),
+                t.app
+            );
+            for (var, path) in &t.files {
+                println!("  {var}: {}", path.display());
+            }
+        }
     }
     let width = app.services.iter().map(|s| s.role.len()).max().unwrap_or(0);
     for s in &app.services {
@@ -179,11 +184,26 @@ fn check_service(dir: &Path, routes_only: bool) -> i32 {
                 None => println!("  no startup command: `exo run` cannot start it"),
             }
             match &c.nats {
-                Some(n) => println!(
-                    "  transport: nats at {} (application '{}')",
-                    env::nats_display_url(&n.url),
-                    n.app
-                ),
+                Some(n) => {
+                    println!(
+                        "  transport: nats at {} (application '{}')",
+                        n.display_url(),
+                        n.app
+                    );
+                    if let Some(ca) = &n.ca_file {
+                        println!("  {}: {}", env::NATS_CA_FILE, ca.display());
+                    }
+                    if let Some(pair) = &n.client_cert {
+                        println!("  {}: {}", env::NATS_CERT_FILE, pair.cert_file.display());
+                        println!("  {}: {}", env::NATS_KEY_FILE, pair.key_file.display());
+                    }
+                    if n.nkey.is_some() {
+                        println!("  {}: a user NKey seed", env::NATS_NKEY_FILE);
+                    }
+                    if n.creds.is_some() {
+                        println!("  {}: a user JWT and seed", env::NATS_CREDS_FILE);
+                    }
+                }
                 None => {
                     println!("  transport: exocom");
                     println!("  bus: {}:{}", c.exocom_host, c.exocom_port);

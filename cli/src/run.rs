@@ -15,7 +15,11 @@
 //! `EXOSERVICE_TRANSPORT=nats` in the environment of `exo run`) no bus is
 //! started: each service gets `EXOSERVICE_TRANSPORT=nats`, `NATS_URL`,
 //! `EXOSERVICE_APP` and `EXOSERVICE_ROUTES` (the routes, with the role
-//! `exo`) instead of the ExoCom variables.
+//! `exo`) instead of the ExoCom variables, and the TLS and key files of
+//! `exo run`'s environment (`NATS_CA_FILE`, `NATS_CERT_FILE`,
+//! `NATS_KEY_FILE`, `NATS_NKEY_FILE`, `NATS_CREDS_FILE`), checked and made absolute (each
+//! service runs in its own directory). `NATS_URL` is never printed with
+//! its password or token.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -128,13 +132,47 @@ pub struct NatsTarget {
     pub app: String,
     /// `EXOSERVICE_ROUTES`: the routes JSON, with the role `exo`.
     pub routes_json: String,
+    /// The TLS and key files of `exo run`'s environment, by variable
+    /// (`NATS_CA_FILE`, `NATS_CERT_FILE`, `NATS_KEY_FILE`,
+    /// `NATS_NKEY_FILE`, `NATS_CREDS_FILE`), as absolute paths.
+    pub files: Vec<(&'static str, PathBuf)>,
+}
+
+/// The TLS and key files `env` names for NATS, checked (each exists; a
+/// certificate has its key; the NKey file holds a user seed; the `.creds`
+/// file a user JWT and seed) and made
+/// absolute, by variable.
+pub fn nats_files(env: &Env) -> Result<Vec<(&'static str, PathBuf)>, String> {
+    let absolute = |var: &'static str, path: PathBuf| {
+        std::path::absolute(&path)
+            .map(|p| (var, p))
+            .map_err(|e| format!("${var}: cannot make {} absolute: {e}", path.display()))
+    };
+    let mut files = Vec::new();
+    if let Some(ca) = env.nats_ca_file().map_err(|e| e.to_string())? {
+        files.push(absolute(env::NATS_CA_FILE, ca)?);
+    }
+    if let Some(pair) = env.nats_client_cert().map_err(|e| e.to_string())? {
+        files.push(absolute(env::NATS_CERT_FILE, pair.cert_file)?);
+        files.push(absolute(env::NATS_KEY_FILE, pair.key_file)?);
+    }
+    // Checked (a seed, a JWT and a seed), then passed on by path.
+    env.nats_nkey().map_err(|e| e.to_string())?;
+    env.nats_creds().map_err(|e| e.to_string())?;
+    for var in [env::NATS_NKEY_FILE, env::NATS_CREDS_FILE] {
+        if let Some(path) = env.get(var) {
+            files.push(absolute(var, PathBuf::from(path))?);
+        }
+    }
+    Ok(files)
 }
 
 /// The transport of `app` when `exo run` starts it with the environment
 /// `env`: `EXOSERVICE_TRANSPORT`, else the application's `transport:`. For
 /// NATS, the URL is `NATS_URL`, else `nats-url:`, else
 /// `nats://127.0.0.1:4222`; the name is `EXOSERVICE_APP`, else the
-/// application's name made usable on NATS.
+/// application's name made usable on NATS; the TLS and key files are
+/// those of `env` (see [`nats_files`]).
 pub fn run_transport(app: &AppConfig, env: &Env) -> Result<RunTransport, String> {
     let transport = env
         .transport()
@@ -158,6 +196,7 @@ pub fn run_transport(app: &AppConfig, env: &Env) -> Result<RunTransport, String>
         url,
         app: name,
         routes_json: routes_with_tool(app).to_json(),
+        files: nats_files(env)?,
     }))
 }
 
@@ -529,6 +568,7 @@ fn start_service(
                 .env(env::NATS_URL, &target.url)
                 .env(env::APP, &target.app)
                 .env(env::ROUTES, &target.routes_json)
+                .envs(target.files.iter().map(|(var, path)| (*var, path)))
                 .env_remove(env::APPLICATION)
                 .env_remove(env::EXOCOM_HOST)
                 .env_remove(env::EXOCOM_PORT)
@@ -666,5 +706,58 @@ async fn run_setup(printer: &Printer, s: &AppService, setup: &str) -> bool {
             eprintln!("exo run: cannot run the setup of {}: {e}", s.role);
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nats_app() -> AppConfig {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("application.yml"),
+            "name: t\ntransport: nats\nservices: {}\n",
+        )
+        .unwrap();
+        AppConfig::load_with(dir.path(), &Env::empty()).unwrap()
+    }
+
+    #[test]
+    fn nats_files_are_checked_and_passed_on_as_absolute_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU";
+        let nkey = dir.path().join("user.nk");
+        std::fs::write(&nkey, seed).unwrap();
+        // Relative to the directory `exo run` was started in.
+        let env = Env::from_pairs([
+            (env::NATS_URL, "nats://ann:s3cret@h:4222".to_owned()),
+            (env::NATS_CA_FILE, "Cargo.toml".to_owned()),
+            (env::NATS_CERT_FILE, "Cargo.toml".to_owned()),
+            (env::NATS_KEY_FILE, "src/run.rs".to_owned()),
+            (env::NATS_NKEY_FILE, nkey.display().to_string()),
+        ]);
+        let RunTransport::Nats(target) = run_transport(&nats_app(), &env).unwrap() else {
+            panic!("nats");
+        };
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            target.files,
+            vec![
+                (env::NATS_CA_FILE, cwd.join("Cargo.toml")),
+                (env::NATS_CERT_FILE, cwd.join("Cargo.toml")),
+                (env::NATS_KEY_FILE, cwd.join("src/run.rs")),
+                (env::NATS_NKEY_FILE, nkey.clone()),
+            ]
+        );
+        assert_eq!(target.url, "nats://ann:s3cret@h:4222");
+        let e = run_transport(&nats_app(), &env.without(env::NATS_KEY_FILE)).unwrap_err();
+        assert!(e.starts_with("$NATS_KEY_FILE: is not set"), "{e}");
+        let e =
+            run_transport(&nats_app(), &env.with(env::NATS_NKEY_FILE, "Cargo.toml")).unwrap_err();
+        assert!(e.starts_with("$NATS_NKEY_FILE: "), "{e}");
+        let e =
+            run_transport(&nats_app(), &env.with(env::NATS_CREDS_FILE, "/no/x.creds")).unwrap_err();
+        assert_eq!(e, "$NATS_CREDS_FILE: no such file: /no/x.creds");
     }
 }

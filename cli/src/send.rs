@@ -71,6 +71,23 @@ impl NatsFlags {
         }
         env
     }
+
+    /// The NATS settings of a tool that reads an application on NATS
+    /// (`exo status --nats`, `exo dead-letters`): those of `env` with these
+    /// flags in place of their variables, on NATS whatever
+    /// `EXOSERVICE_TRANSPORT` says. Without `EXOSERVICE_ROUTES` or an
+    /// application the routes are empty: the application's name is enough.
+    pub fn tool_settings(&self, env: &Env) -> Result<NatsSettings, String> {
+        let mut env = self
+            .apply(env)
+            .with(env::TRANSPORT, Transport::Nats.as_str());
+        if env.get(env::ROUTES).is_none() && env.get(env::APPLICATION).is_none() {
+            env = env.with(env::ROUTES, "{}");
+        }
+        NatsSettings::from_env(&env)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the settings do not select the nats transport".to_owned())
+    }
 }
 
 /// The service config `exo send` connects with: the args, else the
@@ -202,4 +219,30 @@ async fn send_inner(args: &SendArgs, nats: &NatsFlags) -> Result<Option<message:
         return Err(format!("'{}' could not be written to {carrier}", args.name));
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tools_take_the_application_and_server_from_flags_or_env() {
+        let env = Env::from_pairs([(env::APP, "shop"), (env::NATS_URL, "127.0.0.1:4333")]);
+        let s = NatsFlags::default().tool_settings(&env).expect("settings");
+        assert_eq!(s.app, "shop");
+        assert_eq!(s.url, "nats://127.0.0.1:4333");
+        let flags = NatsFlags {
+            url: Some("nats://10.0.0.1:4222".into()),
+            application: None,
+        };
+        let s = flags
+            .tool_settings(&env.with(env::TRANSPORT, "exocom"))
+            .expect("settings");
+        assert_eq!(s.url, "nats://10.0.0.1:4222");
+        assert!(
+            NatsFlags::default()
+                .tool_settings(&env.with(env::APP, "a.b"))
+                .is_err()
+        );
+    }
 }

@@ -305,7 +305,7 @@ fn roles(config: &Value) -> BTreeMap<String, RoleRow> {
 }
 
 /// A table with left-aligned text and right-aligned numbers.
-fn table(out: &mut String, header: &[&str], right: &[bool], rows: &[Vec<String>]) {
+pub(crate) fn table(out: &mut String, header: &[&str], right: &[bool], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -341,7 +341,7 @@ fn table(out: &mut String, header: &[&str], right: &[bool], rows: &[Vec<String>]
     }
 }
 
-fn list(names: &[String]) -> String {
+pub(crate) fn list(names: &[String]) -> String {
     if names.is_empty() {
         "-".to_owned()
     } else {

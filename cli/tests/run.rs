@@ -390,7 +390,9 @@ fn the_environment_of_exo_run_can_choose_nats_and_its_settings() {
     );
     let line = p.wait_for("messages go over NATS", Duration::from_secs(10));
     assert!(
-        line.ends_with("messages go over NATS at tls://***@nats-b:4443 (application 'other_app')"),
+        line.ends_with(
+            "messages go over NATS at tls://user:***@nats-b:4443 (application 'other_app')"
+        ),
         "{line}"
     );
     assert_eq!(printed(&mut p, "url"), "tls://user:secret@nats-b:4443");

@@ -1,6 +1,8 @@
 //! `exo status` against a running `exocom` process with live traffic: it
 //! prints the roles, their instances, what they send and receive, and the
-//! message rates; an unreachable bus is a clear error (exit 1).
+//! message rates; an unreachable bus is a clear error (exit 1). And `exo
+//! status --nats` against a real `nats-server` with services on it: the
+//! instances that answer and what the stream holds for each role.
 
 use std::process::Command;
 use std::time::Duration;
@@ -23,6 +25,9 @@ async fn exo_status(args: &[&str], env: &[(&str, String)]) -> (i32, String, Stri
         .env_remove("EXOCOM_HOST")
         .env_remove("EXOCOM_PORT")
         .kill_on_drop(true);
+    for var in exoservice::config::env::NATS_VARS {
+        cmd.env_remove(var);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -171,4 +176,127 @@ async fn an_unreachable_bus_is_a_clear_error() {
     let (code, _, err) = exo_status(&["--bus", "ftp://x"], &[]).await;
     assert_eq!(code, 1);
     assert!(err.contains("unknown scheme 'ftp'"), "{err}");
+}
+
+/// A service of `role` on NATS (routes [`NATS_ROUTES`], one attempt per
+/// at-least-once message), connected and online; every handler fails.
+async fn nats_service(url: &str, app: &str, role: &str) -> std::sync::Arc<exoservice::Engine> {
+    use exoservice::config::{DeliveryMode, NatsSettings, ServiceConfig};
+    let routes = exoservice::routes::Routes::from_json(NATS_ROUTES).expect("routes");
+    let own = routes.roles[role].clone();
+    let mut settings = NatsSettings::new(url, app, routes);
+    settings.max_attempts = 1;
+    let mut config = ServiceConfig::from_parts(role, own.receives.clone(), own.sends.clone())
+        .with_nats(settings);
+    for name in &own.at_least_once {
+        config = config.with_delivery(name.clone(), DeliveryMode::AtLeastOnce);
+    }
+    let engine = std::sync::Arc::new(exoservice::Engine::new(config));
+    engine.announce_online(false);
+    for name in &own.receives {
+        engine.handle(name).expect("handle");
+    }
+    engine.connect().expect("connect");
+    assert!(engine.wait_online(WAIT).await, "{role} online at {url}");
+    let serving = engine.clone();
+    tokio::spawn(async move {
+        while let Some(delivery) = serving.next().await {
+            delivery.fail();
+        }
+    });
+    engine
+}
+
+const NATS_ROUTES: &str =
+    r#"{"sender":{"sends":["job"]},"worker":{"receives":["job"],"atLeastOnce":["job"]}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prints_the_instances_and_queues_of_an_application_on_nats() {
+    let server = exoservice::testing::nats::NatsServer::start()
+        .await
+        .expect("nats-server");
+    let app = format!("st{:08x}", fastrand::u32(..));
+    let url = server.url();
+    let services = [
+        nats_service(&url, &app, "worker").await,
+        nats_service(&url, &app, "worker").await,
+        nats_service(&url, &app, "sender").await,
+    ];
+    services[2]
+        .client()
+        .send("job", &json!({"n": 1}))
+        .expect("send");
+    let env = [
+        ("EXOSERVICE_APP", app.clone()),
+        ("EXOSERVICE_ROUTES", NATS_ROUTES.to_owned()),
+    ];
+    let args = ["--nats", url.as_str(), "--interval", "0.5"];
+    // The job fails on its only attempt: one dead letter of `worker`.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let text = loop {
+        let (code, out, err) = exo_status(&args, &env).await;
+        assert_eq!(code, 0, "exo status --nats: {out}{err}");
+        let dead = out
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .any(|w| w.len() == 5 && w[0] == "worker" && w[4] == "1");
+        if dead || tokio::time::Instant::now() >= deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        text.starts_with(&format!(
+            "NATS at {url}, application {app}: 2 roles, 3 instances online\n"
+        )),
+        "{text}"
+    );
+    assert_eq!(row(&text, &["worker", "2"]), ["worker", "2", "-", "job*"]);
+    assert_eq!(row(&text, &["sender", "1"]), ["sender", "1", "job", "-"]);
+    let instances: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("worker-") || l.starts_with("sender-"))
+        .collect();
+    assert_eq!(instances.len(), 3, "{text}");
+    assert!(instances.iter().all(|l| l.ends_with("running")), "{text}");
+    assert!(
+        text.contains(&format!("at-least-once, stream EXO_{app}:")),
+        "{text}"
+    );
+    // Stored, in progress, redelivered, dead letters.
+    assert_eq!(
+        row(&text, &["worker", "0"]),
+        ["worker", "0", "0", "0", "1"],
+        "{text}"
+    );
+    assert!(text.contains("exo dead-letters list"), "{text}");
+
+    // One worker stops: it no longer answers.
+    services[0].drain().await;
+    let (code, out, _) = exo_status(&args, &env).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        row(&out, &["worker", "1"]),
+        ["worker", "1", "-", "job*"],
+        "{out}"
+    );
+    for s in &services[1..] {
+        s.drain().await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_nats_is_a_clear_error() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let (code, out, err) = exo_status(
+        &["--nats", &url, "--timeout", "2"],
+        &[("EXOSERVICE_APP", "shop".to_owned())],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("cannot reach NATS at {url}")),
+        "{err}"
+    );
 }

@@ -541,6 +541,26 @@ fn bad_nats_variables_are_named() {
             "/no/such/ca.pem",
             "$NATS_CA_FILE: no such file: /no/such/ca.pem",
         ),
+        (
+            "NATS_CERT_FILE",
+            "/no/such/cert.pem",
+            "$NATS_CERT_FILE: no such file: /no/such/cert.pem",
+        ),
+        (
+            "NATS_KEY_FILE",
+            "/no/such/key.pem",
+            "$NATS_KEY_FILE: no such file: /no/such/key.pem",
+        ),
+        (
+            "NATS_NKEY_FILE",
+            "/no/such/user.nk",
+            "$NATS_NKEY_FILE: no such file: /no/such/user.nk",
+        ),
+        (
+            "NATS_CREDS_FILE",
+            "/no/such/user.creds",
+            "$NATS_CREDS_FILE: no such file: /no/such/user.creds",
+        ),
     ] {
         let text = e(&[(var, value)]);
         assert!(
@@ -566,12 +586,15 @@ fn nats_needs_routes_that_hold_the_role() {
 
 #[test]
 fn nats_urls_keep_credentials_out_of_sight() {
-    let url = env::nats_url("nats://user:pw@h:4223,tok@[::1]").unwrap();
-    assert_eq!(url, "nats://user:pw@h:4223,nats://tok@[::1]:4222");
+    let url = env::nats_url("nats://user:pw@h:4223,user:pw@[::1]").unwrap();
+    assert_eq!(url, "nats://user:pw@h:4223,nats://user:pw@[::1]:4222");
     assert_eq!(
         env::nats_display_url(&url),
-        "nats://***@h:4223,nats://***@[::1]:4222"
+        "nats://user:***@h:4223,nats://user:***@[::1]:4222"
     );
+    let url = env::nats_url("tok@[::1]").unwrap();
+    assert_eq!(url, "nats://tok@[::1]:4222");
+    assert_eq!(env::nats_display_url(&url), "nats://***@[::1]:4222");
     let servers = env::nats_servers("tls://h").unwrap();
     assert!(servers[0].tls);
     assert_eq!(servers[0].port, 4222);
@@ -886,6 +909,116 @@ fn a_broken_application_is_reported_through_the_variable() {
     assert!(
         e.starts_with("$EXOSERVICE_APPLICATION: cannot read the application: ")
             && e.contains("missing: no such directory"),
+        "{e}"
+    );
+}
+
+#[test]
+fn nats_tls_and_key_files_are_checked_and_kept_out_of_sight() {
+    let seed = "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU";
+    let d = dir_with(&[
+        ("service.yml", PING_SERVICE),
+        ("tls/cert.pem", "certificate"),
+        ("tls/key.pem", "key"),
+        ("user.nk", &format!("{seed}\n")),
+        (
+            "user.pub",
+            "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4\n",
+        ),
+        (
+            "user.creds",
+            &format!(
+                "-----BEGIN NATS USER JWT-----\neyJhIjoxfQ.eyJiIjoyfQ.c2ln\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+            ),
+        ),
+        (
+            "no-seed.creds",
+            "-----BEGIN NATS USER JWT-----\neyJhIjoxfQ.eyJiIjoyfQ.c2ln\n------END NATS USER JWT------\n",
+        ),
+    ]);
+    let path = |name: &str| d.path().join(name).display().to_string();
+    let (cert, key, nkey) = (path("tls/cert.pem"), path("tls/key.pem"), path("user.nk"));
+    let c = load(
+        d.path(),
+        &nats_env(&[
+            ("NATS_URL", "nats://ann:pa55word@h:4222"),
+            ("NATS_CERT_FILE", &cert),
+            ("NATS_KEY_FILE", &key),
+            ("NATS_NKEY_FILE", &nkey),
+            ("NATS_CREDS_FILE", &path("user.creds")),
+        ]),
+    )
+    .unwrap();
+    let n = c.nats.as_ref().unwrap();
+    let pair = n.client_cert.as_ref().unwrap();
+    assert_eq!(pair.cert_file, d.path().join("tls/cert.pem"));
+    assert_eq!(pair.key_file, d.path().join("tls/key.pem"));
+    assert_eq!(n.nkey.as_ref().unwrap().expose(), seed);
+    assert!(n.creds.as_ref().unwrap().expose().contains(seed));
+    assert_eq!(n.display_url(), "nats://ann:***@h:4222");
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains(seed) && !shown.contains("pa55word"),
+        "Debug shows a secret: {shown}"
+    );
+
+    // A certificate needs its key and the other way round.
+    let e = err(d.path(), &nats_env(&[("NATS_CERT_FILE", &cert)]));
+    assert!(
+        e.starts_with("$NATS_KEY_FILE: is not set, but NATS_CERT_FILE is"),
+        "{e}"
+    );
+    let e = err(d.path(), &nats_env(&[("NATS_KEY_FILE", &key)]));
+    assert!(
+        e.starts_with("$NATS_CERT_FILE: is not set, but NATS_KEY_FILE is"),
+        "{e}"
+    );
+    // The NKey file must hold a user seed, and the error does not quote it.
+    let e = err(
+        d.path(),
+        &nats_env(&[("NATS_NKEY_FILE", &path("user.pub"))]),
+    );
+    assert!(
+        e.starts_with("$NATS_NKEY_FILE: ") && e.contains("a public key (U…), not a seed"),
+        "{e}"
+    );
+    let e = err(
+        d.path(),
+        &nats_env(&[("NATS_NKEY_FILE", &path("tls/key.pem"))]),
+    );
+    assert!(
+        e.contains("no user NKey seed") && !e.contains("key\n"),
+        "{e}"
+    );
+    // A .creds file needs a JWT and a seed.
+    let e = err(
+        d.path(),
+        &nats_env(&[("NATS_CREDS_FILE", &path("no-seed.creds"))]),
+    );
+    assert!(
+        e.starts_with("$NATS_CREDS_FILE: ") && e.contains("holds no user NKey seed"),
+        "{e}"
+    );
+    let e = err(
+        d.path(),
+        &nats_env(&[("NATS_CREDS_FILE", &path("user.nk"))]),
+    );
+    assert!(e.contains("holds no user JWT") && !e.contains(seed), "{e}");
+    // A bad NATS_URL is named without its password.
+    for bad in ["nats://ann:pa55word@h:0", "nats://ann:pa55word@h,,x"] {
+        let e = err(d.path(), &nats_env(&[("NATS_URL", bad)]));
+        assert!(
+            e.starts_with("$NATS_URL: ") && !e.contains("pa55word"),
+            "{e}"
+        );
+        assert!(e.contains("ann:***@"), "{e}");
+    }
+    let e = err(
+        d.path(),
+        &nats_env(&[("NATS_URL", "nats://ann:one@h1,nats://ann:two@h2")]),
+    );
+    assert!(
+        e.contains("different credentials") && !e.contains("one") && !e.contains("two"),
         "{e}"
     );
 }

@@ -12,7 +12,6 @@ use exoservice::config::ServiceConfig;
 use exoservice::routes::Routes;
 use exoservice::{Ctx, Service};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
@@ -363,30 +362,20 @@ fn the_parser_is_strict() {
 // ---------------------------------------------------------------------
 // Clients.
 
-/// `GET path` on 127.0.0.1:port: (status code, body).
+/// `GET path` on 127.0.0.1:port: (status code, body); `/metrics` must
+/// have the text format's content type.
 async fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = timeout(WAIT, TcpStream::connect(("127.0.0.1", port)))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let text = String::from_utf8(out).expect("UTF-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    if path == "/metrics" && code == 200 {
+    let answer = support::http::get(([127, 0, 0, 1], port).into(), path).await;
+    if path == "/metrics" && answer.code == 200 {
         assert!(
-            head.contains("Content-Type: text/plain; version=0.0.4"),
-            "content type: {head}"
+            answer
+                .head
+                .contains("Content-Type: text/plain; version=0.0.4"),
+            "content type: {}",
+            answer.head
         );
     }
-    (code, body.to_owned())
+    (answer.code, answer.body)
 }
 
 async fn scrape(port: u16) -> Scrape {

@@ -20,6 +20,9 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio::task::JoinHandle;
 
+#[path = "support/http.rs"]
+mod http;
+
 /// The bound of every wait for something that should happen.
 const WAIT: Duration = Duration::from_secs(15);
 /// How long a test watches for something that must not happen (a
@@ -94,6 +97,19 @@ async fn engine(
     role: &str,
     tweak: impl FnOnce(&mut NatsSettings),
 ) -> Arc<Engine> {
+    start_engine(config_of(url, app, routes, role, tweak)).await
+}
+
+/// The configuration of `role` on the `nats` transport, its receives and
+/// sends taken from `routes` (and its at-least-once names from the role's
+/// `atLeastOnce`).
+fn config_of(
+    url: &str,
+    app: &str,
+    routes: &Routes,
+    role: &str,
+    tweak: impl FnOnce(&mut NatsSettings),
+) -> ServiceConfig {
     let own = routes.roles.get(role).cloned().unwrap_or_default();
     let mut settings = NatsSettings::new(url, app, routes.clone());
     tweak(&mut settings);
@@ -102,15 +118,22 @@ async fn engine(
     for name in &own.at_least_once {
         config = config.with_delivery(name.clone(), DeliveryMode::AtLeastOnce);
     }
+    config
+}
+
+/// An engine of `config`, handling everything its role receives;
+/// connected and online.
+async fn start_engine(config: ServiceConfig) -> Arc<Engine> {
+    let role = config.role.clone();
     let engine = Engine::new(config);
     engine.announce_online(false);
-    for name in &own.receives {
-        engine.handle(name).expect("the role receives it");
+    for name in engine.config().receives.clone() {
+        engine.handle(&name).expect("the role receives it");
     }
     engine.connect().expect("connect");
     assert!(
         engine.wait_online(WAIT).await,
-        "the {role} engine of app {app} did not come online at {url} within {WAIT:?}"
+        "the {role} engine did not come online within {WAIT:?}"
     );
     Arc::new(engine)
 }
@@ -213,7 +236,7 @@ const HOLDER_DIR: &str = "EXO_TEST_NATS_HOLDER_DIR";
 /// keeps it. Runs only when the parent test starts this binary with
 /// [`HOLDER_DIR`] set; the parent kills it.
 #[tokio::test]
-#[ignore = "the child process of messages_held_by_a_killed_instance_go_to_another_instance, which runs it"]
+#[ignore = "the child process of the tests that kill an instance (messages_held_by_…, messages_of_an_instance_that_dies_…), which run it"]
 async fn child_service_holding_its_messages() {
     let Ok(dir) = std::env::var(HOLDER_DIR) else {
         return;
@@ -233,94 +256,146 @@ async fn child_service_holding_its_messages() {
     }
 }
 
-#[tokio::test]
-async fn messages_held_by_a_killed_instance_go_to_another_instance() {
-    let server = NatsServer::start().await.expect("nats-server");
-    let app = app_name();
-    let routes_json =
-        r#"{"sender": {"sends": ["job"]}, "users": {"receives": ["job"], "atLeastOnce": ["job"]}}"#;
-    let routes = routes(routes_json);
-    let ack_wait = Duration::from_secs(1);
+/// A child process that runs [`child_service_holding_its_messages`] as
+/// role `users` of an application; its output lines are collected.
+struct Holder {
+    child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
 
-    // Instance A: a real process.
-    let dir = tempfile::tempdir().expect("temp dir");
-    write_holder_service(dir.path());
-    let exe = std::env::current_exe().expect("the test binary");
-    let mut child = tokio::process::Command::new(exe)
-        // `--quiet`: libtest's default output writes `test NAME ... `
-        // without a line end before a test runs, which would prefix the
-        // service's first line.
-        .args([
-            "--ignored",
-            "--exact",
-            "child_service_holding_its_messages",
-            "--nocapture",
-            "--test-threads=1",
-            "--quiet",
-        ])
-        .env(HOLDER_DIR, dir.path())
-        .env("EXOSERVICE_TRANSPORT", "nats")
-        .env("NATS_URL", server.url())
-        .env("EXOSERVICE_APP", &app)
-        .env("EXOSERVICE_ROUTES", routes_json)
-        .env("EXOSERVICE_ACK_WAIT_MS", ack_wait.as_millis().to_string())
-        .env("ROLE", "users")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the child service starts");
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let lines = lines.clone();
-        let out = child.stdout.take().expect("child stdout");
-        tokio::spawn(async move {
-            let mut out = tokio::io::BufReader::new(out).lines();
-            while let Ok(Some(line)) = out.next_line().await {
-                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        })
-    };
-    let child_lines = || lines.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let online = eventually(WAIT, || {
-        child_lines()
-            .iter()
-            .any(|l| l.contains(&format!("online at port {}", server.port())))
-    })
-    .await;
-    assert!(
-        online,
-        "the child service did not print `online at port {}` within {WAIT:?}; its output: {:?}",
-        server.port(),
-        child_lines()
-    );
-
-    let sender = engine(&server.url(), &app, &routes, "sender", |_| {}).await;
-    let mut sent = BTreeSet::new();
-    for n in 0..20 {
-        let msg = numbered("job", n);
-        sent.insert(msg.id.clone().expect("id"));
-        sender.client().send_message(msg).expect("send");
+impl Holder {
+    /// Starts the child with `EXOSERVICE_TRANSPORT=nats`, the server's URL,
+    /// `app`, the routes and the `extra` variables; waits until it is
+    /// online.
+    async fn start(
+        server: &NatsServer,
+        app: &str,
+        routes_json: &str,
+        extra: &[(&str, String)],
+    ) -> Holder {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write_holder_service(dir.path());
+        let exe = std::env::current_exe().expect("the test binary");
+        let mut child = tokio::process::Command::new(exe)
+            // `--quiet`: libtest's default output writes `test NAME ... `
+            // without a line end before a test runs, which would prefix the
+            // service's first line.
+            .args([
+                "--ignored",
+                "--exact",
+                "child_service_holding_its_messages",
+                "--nocapture",
+                "--test-threads=1",
+                "--quiet",
+            ])
+            .env(HOLDER_DIR, dir.path())
+            .env("EXOSERVICE_TRANSPORT", "nats")
+            .env("NATS_URL", server.url())
+            .env("EXOSERVICE_APP", app)
+            .env("EXOSERVICE_ROUTES", routes_json)
+            .envs(extra.iter().map(|(k, v)| (k, v)))
+            .env("ROLE", "users")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the child service starts");
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let reader = {
+            let lines = lines.clone();
+            let out = child.stdout.take().expect("child stdout");
+            tokio::spawn(async move {
+                let mut out = tokio::io::BufReader::new(out).lines();
+                while let Ok(Some(line)) = out.next_line().await {
+                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            })
+        };
+        let holder = Holder {
+            child,
+            lines,
+            reader,
+            _dir: dir,
+        };
+        let online = format!("online at port {}", server.port());
+        let is_online =
+            eventually(WAIT, || holder.lines().iter().any(|l| l.contains(&online))).await;
+        assert!(
+            is_online,
+            "the child service did not print `{online}` within {WAIT:?}; its output: {:?}",
+            holder.lines()
+        );
+        holder
     }
-    let held_ids = || -> BTreeSet<String> {
-        child_lines()
+
+    /// What the child printed so far.
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The ids of the messages the child holds.
+    fn held_ids(&self) -> BTreeSet<String> {
+        self.lines()
             .iter()
             .filter_map(|l| l.strip_prefix("holding "))
             .filter_map(|l| l.split(' ').next())
             .map(str::to_owned)
             .collect()
-    };
-    let holds_all = eventually(WAIT, || held_ids() == sent).await;
-    assert!(
-        holds_all,
-        "the child should hold all 20 messages; it holds {} ({:?})",
-        held_ids().len(),
-        child_lines()
-    );
+    }
 
-    // SIGKILL: the messages are neither acknowledged nor given back.
-    child.kill().await.expect("kill the child service");
-    reader.await.expect("reader ends with the child's stdout");
+    /// Waits until the child holds exactly `ids`.
+    async fn wait_holding(&self, ids: &BTreeSet<String>) {
+        let holds_all = eventually(WAIT, || self.held_ids() == *ids).await;
+        assert!(
+            holds_all,
+            "the child should hold all {} messages; it holds {} ({:?})",
+            ids.len(),
+            self.held_ids().len(),
+            self.lines()
+        );
+    }
+
+    /// SIGKILL: the messages it holds are neither acknowledged nor given
+    /// back.
+    async fn kill(mut self) {
+        self.child.kill().await.expect("kill the child service");
+        self.reader
+            .await
+            .expect("the reader ends with the child's stdout");
+    }
+}
+
+/// Sends `n` numbered `job` messages from `sender`; their ids.
+fn send_jobs(sender: &Engine, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|i| {
+            let msg = numbered("job", i);
+            let id = msg.id.clone().expect("id");
+            sender.client().send_message(msg).expect("send");
+            id
+        })
+        .collect()
+}
+
+const USERS_ROUTES: &str =
+    r#"{"sender": {"sends": ["job"]}, "users": {"receives": ["job"], "atLeastOnce": ["job"]}}"#;
+
+#[tokio::test]
+async fn messages_held_by_a_killed_instance_go_to_another_instance() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let app = app_name();
+    let routes = routes(USERS_ROUTES);
+    let ack_wait = Duration::from_secs(1);
+
+    // Instance A: a real process.
+    let ack_wait_var = ("EXOSERVICE_ACK_WAIT_MS", ack_wait.as_millis().to_string());
+    let holder = Holder::start(&server, &app, USERS_ROUTES, &[ack_wait_var]).await;
+    let sender = engine(&server.url(), &app, &routes, "sender", |_| {}).await;
+    let sent = send_jobs(&sender, 20);
+    holder.wait_holding(&sent).await;
+    holder.kill().await;
 
     // Instance B, started after A died, gets them after the ack wait.
     let log = Log::default();
@@ -340,6 +415,108 @@ async fn messages_held_by_a_killed_instance_go_to_another_instance() {
     assert!(
         first_tries.is_empty(),
         "every message B got had been delivered to A before (attempt ≥ 2): {first_tries:?}"
+    );
+    stop(&[&b, &sender], vec![task]).await;
+}
+
+/// Messages whose only instance dies on their last attempt: the server's
+/// last-attempt advisories are kept, and the role's next instance
+/// dead-letters the messages and counts them in its `/metrics`.
+#[tokio::test]
+async fn messages_of_an_instance_that_dies_on_their_last_attempt_are_dead_lettered_by_the_next() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let app = app_name();
+    let routes = routes(USERS_ROUTES);
+    let ack_wait = Duration::from_secs(1);
+    let one_attempt = |s: &mut NatsSettings| {
+        s.max_attempts = 1;
+        s.ack_wait = ack_wait;
+    };
+
+    // Instance A: a real process, one attempt per message.
+    let vars = [
+        ("EXOSERVICE_ACK_WAIT_MS", ack_wait.as_millis().to_string()),
+        ("EXOSERVICE_MAX_ATTEMPTS", "1".to_owned()),
+    ];
+    let holder = Holder::start(&server, &app, USERS_ROUTES, &vars).await;
+    let sender = engine(&server.url(), &app, &routes, "sender", |_| {}).await;
+    let sent = send_jobs(&sender, 5);
+    holder.wait_holding(&sent).await;
+
+    holder.kill().await;
+
+    // No instance of `users` runs when the ack wait ends: the server's 5
+    // last-attempt advisories wait in their stream.
+    let js = jetstream(&server.url()).await;
+    let advisories = poll_until(WAIT, || async {
+        match advisories_waiting(&js, &app).await? {
+            5 => Ok(()),
+            n => Err(format!("{n} advisories in EXOLAST_{app}, expected 5")),
+        }
+    })
+    .await;
+    assert_eq!(advisories, Ok(()));
+
+    // Instance B, started then, dead-letters them; it never gets them.
+    let b = start_engine(
+        config_of(&server.url(), &app, &routes, "users", one_attempt).with_metrics_port(0),
+    )
+    .await;
+    let log = Log::default();
+    let task = serve(b.clone(), 1, log.clone(), |_| {});
+
+    let counted = "exoservice_dead_letters_total{message=\"job\"} 5";
+    let metrics = http::metrics_with(b.metrics_addr().expect("metrics"), &[counted], WAIT).await;
+    assert!(
+        metrics.contains(counted),
+        "{counted} in B's metrics:\n{metrics}"
+    );
+
+    let dlq_subject = format!("exo.{app}.js.dlq.users");
+    // Only the 5 dead letters are left in the stream.
+    let only_dead_letters = poll_until(WAIT, || async {
+        match stored(&js, &app).await? {
+            5 => Ok(()),
+            n => Err(format!(
+                "{n} messages in EXO_{app}, expected the 5 dead letters"
+            )),
+        }
+    })
+    .await;
+    assert_eq!(only_dead_letters, Ok(()));
+    // …and each advisory was acknowledged (taken out of its stream).
+    let taken = poll_until(WAIT, || async {
+        match advisories_waiting(&js, &app).await? {
+            0 => Ok(()),
+            n => Err(format!("{n} advisories left in EXOLAST_{app}")),
+        }
+    })
+    .await;
+    assert_eq!(taken, Ok(()));
+    let last = stream_now(&js, &app)
+        .await
+        .expect("the stream")
+        .get_last_raw_message_by_subject(&dlq_subject)
+        .await
+        .expect("a dead letter");
+    let attempts = last
+        .headers
+        .get("Exo-Attempts")
+        .map(|v| v.as_str().to_owned());
+    assert_eq!(attempts.as_deref(), Some("1"), "{:?}", last.headers);
+    let error = last
+        .headers
+        .get("Exo-Error")
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    assert!(
+        error.contains("stopped or did not finish"),
+        "Exo-Error: {error}"
+    );
+    assert!(
+        log.all().is_empty(),
+        "B must not get a message that had its last attempt: {:?}",
+        log.all()
     );
     stop(&[&b, &sender], vec![task]).await;
 }
@@ -668,4 +845,14 @@ async fn jetstream(url: &str) -> async_nats::jetstream::Context {
 /// How many messages the application's stream holds now.
 async fn stored(js: &async_nats::jetstream::Context, app: &str) -> Result<u64, String> {
     Ok(stream_now(js, app).await?.cached_info().state.messages)
+}
+
+/// The last-attempt advisories that wait in the application's advisory
+/// stream (`EXOLAST_<app>`).
+async fn advisories_waiting(js: &async_nats::jetstream::Context, app: &str) -> Result<u64, String> {
+    let stream = js
+        .get_stream(format!("EXOLAST_{app}"))
+        .await
+        .map_err(|e| format!("stream EXOLAST_{app}: {e}"))?;
+    Ok(stream.cached_info().state.messages)
 }

@@ -12,6 +12,9 @@ use exoservice::testing::nats::NatsServer;
 use exoservice::{Engine, ExoError};
 use serde_json::json;
 
+#[path = "support/http.rs"]
+mod http;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 fn routes() -> Routes {
@@ -415,21 +418,6 @@ async fn services_reach_a_tls_server_that_their_ca_file_trusts() {
     untrusting.drain().await;
 }
 
-/// GET `path` from a local HTTP server, the body as text.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    text
-}
-
 /// A service's `/metrics` counts the attempts that came again and the
 /// messages it gave up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,14 +454,69 @@ async fn metrics_count_redeliveries_and_dead_letters() {
         assert_eq!(d.attempt(), attempt);
         d.fail();
     }
-    let metrics = http_get(worker.metrics_addr().unwrap(), "/metrics").await;
-    for line in [
+    // The dead letter is counted once the server stored it.
+    let lines = [
         "exoservice_handler_errors_total{message=\"job\"} 3",
         "exoservice_redeliveries_total{message=\"job\"} 2",
         "exoservice_dead_letters_total{message=\"job\"} 1",
-    ] {
+    ];
+    let metrics = http::metrics_with(worker.metrics_addr().unwrap(), &lines, WAIT).await;
+    for line in lines {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
     web.drain().await;
     worker.drain().await;
+}
+
+/// Every running instance answers the presence probe with its role and
+/// instance id; one that has stopped no longer answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_running_instance_answers_the_presence_probe() {
+    use exoservice::transport::nats::presence::probe;
+    let server = NatsServer::start().await.expect("nats-server");
+    let app = format!("who{}", fastrand::u32(..));
+    let routes = routes();
+    let engines: Vec<Engine> = ["web", "users", "users"]
+        .into_iter()
+        .map(|role| engine_with(&server.url(), &app, role, &routes))
+        .collect();
+    for e in &engines {
+        e.connect().unwrap();
+        assert!(e.wait_online(WAIT).await);
+    }
+    let client = async_nats::connect(server.url()).await.expect("a client");
+    let found = probe(&client, &app, Duration::from_millis(500))
+        .await
+        .expect("probe");
+    let roles: Vec<&str> = found.iter().map(|p| p.role.as_str()).collect();
+    assert_eq!(roles, ["users", "users", "web"], "{found:?}");
+    for p in &found {
+        assert!(p.instance.starts_with(&format!("{}-", p.role)), "{p:?}");
+        assert_eq!(p.version, env!("CARGO_PKG_VERSION"));
+        assert!(!p.draining, "{p:?}");
+    }
+    assert_ne!(found[0].instance, found[1].instance, "{found:?}");
+    // Another application's probe finds none of them.
+    let other = probe(&client, &format!("{app}x"), Duration::from_millis(200))
+        .await
+        .expect("probe");
+    assert!(other.is_empty(), "{other:?}");
+
+    engines[2].drain().await;
+    let after = probe(&client, &app, Duration::from_millis(500))
+        .await
+        .expect("probe");
+    let roles: Vec<&str> = after.iter().map(|p| p.role.as_str()).collect();
+    assert_eq!(
+        roles,
+        ["users", "web"],
+        "the stopped instance no longer answers: {after:?}"
+    );
+    assert!(
+        after.iter().all(|p| found.contains(p)),
+        "{after:?} ⊂ {found:?}"
+    );
+    for e in &engines[..2] {
+        e.drain().await;
+    }
 }

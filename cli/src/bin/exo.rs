@@ -1,11 +1,12 @@
-//! `exo`: run an application, send a message, check a config, measure.
+//! `exo`: run an application, send a message, check a config, measure,
+//! handle dead letters.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use exo_cli::{bench, check, run, send, status};
+use clap::{ArgGroup, Parser, Subcommand};
+use exo_cli::{bench, check, dead_letters, run, send, status, status_nats};
 
 #[derive(Parser)]
 #[command(
@@ -101,7 +102,9 @@ enum Command {
         app: Option<PathBuf>,
     },
     /// Print a bus's live topology: roles, instances, what each sends and
-    /// receives, and the message rates (from /config.json and /metrics).
+    /// receives, and the message rates (from /config.json and /metrics);
+    /// with --nats or --app (or EXOSERVICE_TRANSPORT=nats), an application
+    /// on NATS: the instances that answer, and what waits in its stream.
     Status {
         /// The bus: host:port, http://host:port, ws://…, https://… or wss://…
         /// [default: $EXOCOM_HOST:$EXOCOM_PORT, else localhost:3100].
@@ -116,6 +119,33 @@ enum Command {
         /// PEM certificates to trust for https:// [default: $EXOCOM_CA_FILE].
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// Show an application on NATS at these server(s) [default: $NATS_URL,
+        /// else the application's nats-url:, else nats://127.0.0.1:4222].
+        #[arg(long, value_name = "URL", conflicts_with = "bus")]
+        nats: Option<String>,
+        /// Show this application on NATS (its directory or application.yml:
+        /// its name, routes and nats-url) [default: $EXOSERVICE_APPLICATION].
+        #[arg(long, value_name = "DIR", conflicts_with = "bus")]
+        app: Option<PathBuf>,
+    },
+    /// List, replay or purge the dead letters of an application on NATS:
+    /// at-least-once messages whose handler failed on every attempt.
+    #[command(name = "dead-letters")]
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+        /// The NATS server(s) [default: $NATS_URL, else the application's
+        /// nats-url:, else nats://127.0.0.1:4222].
+        #[arg(long, value_name = "URL", global = true)]
+        nats: Option<String>,
+        /// The application (its directory or application.yml) whose name and
+        /// nats-url to use [default: $EXOSERVICE_APPLICATION]; $EXOSERVICE_APP
+        /// names the application without one.
+        #[arg(long, value_name = "DIR", global = true)]
+        app: Option<PathBuf>,
+        /// Seconds to wait for the server and for each request to it.
+        #[arg(long, default_value_t = 5.0, global = true)]
+        timeout: f64,
     },
     /// Measure request-reply through a bus (or over NATS), and the bus's memory.
     Bench {
@@ -146,6 +176,56 @@ enum Command {
         #[arg(long)]
         nats_url: Option<String>,
     },
+}
+
+/// The actions of `exo dead-letters`.
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Print the dead letters, oldest first: stream sequence, time stored,
+    /// role, message name, id, attempts, error, start of the payload.
+    List {
+        /// Only the dead letters of this role.
+        #[arg(long)]
+        role: Option<String>,
+        /// One JSON object per line, with the whole original frame.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish dead letters again to their role's at-least-once subject
+    /// (a new delivery: attempts count from 1), then delete them.
+    #[command(group(ArgGroup::new("which").required(true)))]
+    Replay {
+        /// Only the dead letters of this role.
+        #[arg(long)]
+        role: Option<String>,
+        /// The stream sequence numbers of the dead letters (from `list`).
+        #[arg(long, num_args = 1.., group = "which")]
+        seq: Vec<u64>,
+        /// Every dead letter (of --role, when given).
+        #[arg(long, group = "which")]
+        all: bool,
+    },
+    /// Delete dead letters for good.
+    #[command(group(ArgGroup::new("which").required(true)))]
+    Purge {
+        /// Only the dead letters of this role.
+        #[arg(long)]
+        role: Option<String>,
+        /// The stream sequence numbers of the dead letters (from `list`).
+        #[arg(long, num_args = 1.., group = "which")]
+        seq: Vec<u64>,
+        /// Every dead letter (of --role, when given).
+        #[arg(long, group = "which")]
+        all: bool,
+    },
+}
+
+fn selection(seq: Vec<u64>, all: bool) -> dead_letters::Selection {
+    if all {
+        dead_letters::Selection::All
+    } else {
+        dead_letters::Selection::Seqs(seq)
+    }
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -267,6 +347,8 @@ async fn main() -> ExitCode {
             interval,
             timeout,
             ca_file,
+            nats,
+            app,
         } => {
             let (interval, timeout) = match (seconds(interval), seconds(timeout)) {
                 (Ok(a), Ok(b)) => (a, b),
@@ -275,6 +357,18 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let on_nats = nats.is_some()
+                || app.is_some()
+                || (bus.is_none()
+                    && std::env::var("EXOSERVICE_TRANSPORT").is_ok_and(|t| t.trim() == "nats"));
+            if on_nats {
+                let flags = send::NatsFlags {
+                    url: nats,
+                    application: app,
+                };
+                let code = status_nats::status(&flags, interval, timeout).await;
+                return ExitCode::from(u8::try_from(code).unwrap_or(1));
+            }
             status::status(status::StatusArgs {
                 bus: bus.unwrap_or_else(|| status::default_bus(|n| std::env::var(n).ok())),
                 interval,
@@ -284,6 +378,41 @@ async fn main() -> ExitCode {
                         .filter(|v| !v.is_empty())
                         .map(PathBuf::from)
                 }),
+            })
+            .await
+        }
+        Command::DeadLetters {
+            action,
+            nats,
+            app,
+            timeout,
+        } => {
+            let timeout = match seconds(timeout) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("exo dead-letters: --timeout: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let (role, action) = match action {
+                DeadLetterAction::List { role, json } => {
+                    (role, dead_letters::Action::List { json })
+                }
+                DeadLetterAction::Replay { role, seq, all } => {
+                    (role, dead_letters::Action::Replay(selection(seq, all)))
+                }
+                DeadLetterAction::Purge { role, seq, all } => {
+                    (role, dead_letters::Action::Purge(selection(seq, all)))
+                }
+            };
+            dead_letters::dead_letters(dead_letters::DeadLettersArgs {
+                nats: send::NatsFlags {
+                    url: nats,
+                    application: app,
+                },
+                role,
+                timeout,
+                action,
             })
             .await
         }

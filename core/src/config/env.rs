@@ -70,10 +70,14 @@ pub const NATS_REPLICAS: &str = "EXOSERVICE_NATS_REPLICAS";
 /// process started for ExoCom (or for one NATS server of its own) removes
 /// them all from the environment it passes on, so that the environment it
 /// was started from cannot move it onto another transport.
-pub const NATS_VARS: [&str; 10] = [
+pub const NATS_VARS: [&str; 14] = [
     TRANSPORT,
     NATS_URL,
     NATS_CA_FILE,
+    NATS_CERT_FILE,
+    NATS_KEY_FILE,
+    NATS_NKEY_FILE,
+    NATS_CREDS_FILE,
     APP,
     ROUTES,
     APPLICATION,
@@ -90,6 +94,18 @@ pub const MIN_ACK_WAIT_MS: u64 = 100;
 /// `NATS_CA_FILE`: the certificates (PEM) trusted for a NATS server's TLS
 /// instead of the system's roots (a private CA); also turns TLS on.
 pub const NATS_CA_FILE: &str = "NATS_CA_FILE";
+/// `NATS_CERT_FILE`: this service's client certificate (PEM) for a NATS
+/// server that verifies clients (mutual TLS); set together with
+/// `NATS_KEY_FILE`.
+pub const NATS_CERT_FILE: &str = "NATS_CERT_FILE";
+/// `NATS_KEY_FILE`: the private key (PEM) of `NATS_CERT_FILE`.
+pub const NATS_KEY_FILE: &str = "NATS_KEY_FILE";
+/// `NATS_NKEY_FILE`: a file holding a user NKey seed (`SU…`) this service
+/// authenticates with.
+pub const NATS_NKEY_FILE: &str = "NATS_NKEY_FILE";
+/// `NATS_CREDS_FILE`: a `.creds` file (a user JWT and the user's NKey
+/// seed, as `nsc` writes it) for servers in operator mode.
+pub const NATS_CREDS_FILE: &str = "NATS_CREDS_FILE";
 
 /// The most replicas a JetStream stream may have.
 pub const MAX_NATS_REPLICAS: u64 = 5;
@@ -238,9 +254,34 @@ impl NatsServer {
         self.write(self.credentials.as_ref().map(Secret::expose))
     }
 
-    /// The URL with any credentials shown as `***`, for logs and output.
+    /// The URL without its credentials (they travel apart, see
+    /// [`NatsServer::auth`]).
+    pub fn to_plain_url(&self) -> String {
+        self.write(None)
+    }
+
+    /// The URL with the password or token shown as `***` (a user name
+    /// stays), for logs and output.
     pub fn to_display_url(&self) -> String {
-        self.write(self.credentials.as_ref().map(|_| "***"))
+        let shown = self
+            .credentials
+            .as_ref()
+            .map(|c| redact_userinfo(c.expose()));
+        self.write(shown.as_deref())
+    }
+
+    /// The credentials before the `@` taken apart: `user:password` is a
+    /// user and a password, anything else a token; `%XX` escapes are
+    /// decoded.
+    pub fn auth(&self) -> Option<NatsUrlAuth> {
+        let text = self.credentials.as_ref()?.expose();
+        Some(match text.split_once(':') {
+            Some((user, password)) => NatsUrlAuth::UserPassword {
+                user: percent_decode(user),
+                password: Secret::new(percent_decode(password)),
+            },
+            None => NatsUrlAuth::Token(Secret::new(percent_decode(text))),
+        })
     }
 
     fn write(&self, credentials: Option<&str>) -> String {
@@ -257,6 +298,73 @@ impl NatsServer {
     }
 }
 
+/// The credentials a NATS URL carries (see [`NatsServer::auth`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsUrlAuth {
+    /// `nats://user:password@host`: a user and its password.
+    UserPassword {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: Secret,
+    },
+    /// `nats://token@host`: a token.
+    Token(Secret),
+}
+
+/// The credentials of a server list: those of the servers that carry any,
+/// which must all be the same (one connection authenticates one way with
+/// every server it reaches); `None` when no server carries credentials.
+pub fn nats_list_auth(servers: &[NatsServer]) -> Result<Option<NatsUrlAuth>, String> {
+    let mut found: Option<NatsUrlAuth> = None;
+    for auth in servers.iter().filter_map(NatsServer::auth) {
+        match &found {
+            Some(first) if *first != auth => {
+                return Err(format!(
+                    "carries different credentials for different servers ({}); a service authenticates the same way with every server of the list, so give them all the same credentials",
+                    servers
+                        .iter()
+                        .map(NatsServer::to_display_url)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ));
+            }
+            Some(_) => {}
+            None => found = Some(auth),
+        }
+    }
+    Ok(found)
+}
+
+/// `user:password` shown as `user:***`, a token as `***`.
+fn redact_userinfo(userinfo: &str) -> String {
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    }
+}
+
+/// Decodes `%XX` escapes (a `%` not followed by two hex digits stays).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Reads one NATS URL or a comma-separated list of them (cluster seeds):
 /// each `nats://HOST:PORT`, `tls://HOST:PORT` or `HOST:PORT`, the port
 /// optional (4222), optionally with `user:password@` or `token@` before the
@@ -267,7 +375,8 @@ pub fn nats_servers(text: &str) -> Result<Vec<NatsServer>, String> {
         let part = part.trim();
         if part.is_empty() {
             return Err(format!(
-                "has an empty entry in {text:?} (expected one URL or a comma-separated list like nats://host1:4222,nats://host2:4222)"
+                "has an empty entry in {:?} (expected one URL or a comma-separated list like nats://host1:4222,nats://host2:4222)",
+                nats_display_url(text)
             ));
         }
         out.push(nats_server(part)?);
@@ -276,39 +385,67 @@ pub fn nats_servers(text: &str) -> Result<Vec<NatsServer>, String> {
 }
 
 /// [`nats_servers`], written back out as one comma-separated list of full
-/// URLs (a bare `HOST:PORT` becomes `nats://HOST:PORT`).
+/// URLs (a bare `HOST:PORT` becomes `nats://HOST:PORT`); the servers that
+/// carry credentials must all carry the same (see [`nats_list_auth`]).
 pub fn nats_url(text: &str) -> Result<String, String> {
-    Ok(nats_servers(text)?
+    let servers = nats_servers(text)?;
+    nats_list_auth(&servers)?;
+    Ok(servers
         .iter()
         .map(NatsServer::to_url)
         .collect::<Vec<_>>()
         .join(","))
 }
 
-/// A NATS URL list with any credentials shown as `***` (for output); the
-/// text unchanged when it is not a valid list.
+/// A NATS URL, or a comma-separated list of them, made fit to show (in a
+/// log line, an error, a tool's output): a password becomes `***`
+/// (`nats://user:***@host:4222`), a token too (`nats://***@host:4222`).
+/// Everything else stays as written, and the text need not be a valid
+/// list: whatever stands before an `@` in an entry is redacted.
 pub fn nats_display_url(text: &str) -> String {
-    match nats_servers(text) {
-        Ok(servers) => servers
-            .iter()
-            .map(NatsServer::to_display_url)
-            .collect::<Vec<_>>()
-            .join(","),
-        Err(_) => text.to_owned(),
+    text.split(',')
+        .map(redact_entry)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One entry of [`nats_display_url`].
+fn redact_entry(entry: &str) -> String {
+    let (scheme, rest) = match entry.find("://") {
+        Some(i) => entry.split_at(i + 3),
+        None => ("", entry),
+    };
+    // The authority ends at the path; a password may hold a '/' or '?',
+    // so the last '@' before the end counts when there is one.
+    match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let lead = userinfo.len() - userinfo.trim_start().len();
+            format!(
+                "{scheme}{}{}{}",
+                &userinfo[..lead],
+                redact_userinfo(userinfo.trim_start()),
+                &rest[at..]
+            )
+        }
+        None => entry.to_owned(),
     }
 }
 
-fn nats_server(text: &str) -> Result<NatsServer, String> {
+fn nats_server(raw: &str) -> Result<NatsServer, String> {
     const SHAPE: &str = "nats://HOST:PORT, tls://HOST:PORT or HOST:PORT";
-    let lower = text.to_ascii_lowercase();
+    // Errors quote the entry with its password or token redacted.
+    let text = nats_display_url(raw);
+    let text = text.as_str();
+    let lower = raw.to_ascii_lowercase();
     let (tls, rest) = if lower.starts_with("tls://") {
-        (true, &text["tls://".len()..])
+        (true, &raw["tls://".len()..])
     } else if lower.starts_with("nats://") {
-        (false, &text["nats://".len()..])
-    } else if text.contains("://") {
+        (false, &raw["nats://".len()..])
+    } else if raw.contains("://") {
         return Err(format!("must be {SHAPE}, found {text:?}"));
     } else {
-        (false, text)
+        (false, raw)
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#']) {
@@ -338,6 +475,26 @@ fn nats_server(text: &str) -> Result<NatsServer, String> {
         host: host.to_owned(),
         port,
     })
+}
+
+/// A client certificate and its private key, both PEM files
+/// (`NATS_CERT_FILE`, `NATS_KEY_FILE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The certificate (chain), PEM.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM.
+    pub key_file: PathBuf,
+}
+
+/// Whether `seed` has the shape of a user NKey seed: `SU` and 56 more
+/// characters of the base32 alphabet (A–Z, 2–7).
+pub fn valid_user_seed(seed: &str) -> bool {
+    seed.len() == 58
+        && seed.starts_with("SU")
+        && seed
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
 }
 
 /// Whether `name` can be an application's name on NATS: letters, digits,
@@ -558,6 +715,102 @@ impl Env {
         self.existing_file(NATS_CA_FILE)
     }
 
+    /// `NATS_CERT_FILE` and `NATS_KEY_FILE`, the client certificate and
+    /// its key: both or neither, each naming a file.
+    pub fn nats_client_cert(&self) -> Result<Option<ClientCert>, ConfigError> {
+        let cert = self.existing_file(NATS_CERT_FILE)?;
+        let key = self.existing_file(NATS_KEY_FILE)?;
+        match (cert, key) {
+            (None, None) => Ok(None),
+            (Some(cert_file), Some(key_file)) => Ok(Some(ClientCert {
+                cert_file,
+                key_file,
+            })),
+            (Some(_), None) => Err(var_error(
+                NATS_KEY_FILE,
+                "is not set, but NATS_CERT_FILE is: a client certificate needs its private key (PEM); set both or neither",
+            )),
+            (None, Some(_)) => Err(var_error(
+                NATS_CERT_FILE,
+                "is not set, but NATS_KEY_FILE is: a private key needs its client certificate (PEM); set both or neither",
+            )),
+        }
+    }
+
+    /// `NATS_NKEY_FILE`: the user NKey seed the file holds (the first line
+    /// that is not blank and not a `#` or `//` comment, which must look
+    /// like `SU` and 56 more letters and digits 2 to 7).
+    pub fn nats_nkey(&self) -> Result<Option<Secret>, ConfigError> {
+        let Some(path) = self.existing_file(NATS_NKEY_FILE)? else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            var_error(
+                NATS_NKEY_FILE,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let seed = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("//"))
+            .unwrap_or("");
+        if valid_user_seed(seed) {
+            Ok(Some(Secret::new(seed)))
+        } else {
+            let what = if seed.starts_with('U') {
+                "a public key (U…), not a seed: give the seed (SU…) the key was made from"
+            } else if seed.starts_with('S') && !seed.starts_with("SU") {
+                "the seed of another kind of NKey (not a user's): expected a user seed (SU…)"
+            } else {
+                "no user NKey seed: expected a line like SUAB… (58 characters, as `nk -gen user` or `nsc` write it)"
+            };
+            Err(var_error(
+                NATS_NKEY_FILE,
+                format!("{} holds {what}", path.display()),
+            ))
+        }
+    }
+
+    /// `NATS_CREDS_FILE`: the text of the `.creds` file it names, checked
+    /// to hold a user JWT and a user NKey seed, each between the
+    /// `-----BEGIN ...-----` and `------END ...------` lines.
+    pub fn nats_creds(&self) -> Result<Option<Secret>, ConfigError> {
+        let Some(path) = self.existing_file(NATS_CREDS_FILE)? else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            var_error(
+                NATS_CREDS_FILE,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let block = |begin: &str| {
+            let mut lines = text.lines().map(str::trim);
+            lines.find(|l| l.starts_with("---") && l.contains(begin))?;
+            lines.find(|l| !l.is_empty()).map(ToOwned::to_owned)
+        };
+        let jwt = block("BEGIN NATS USER JWT").filter(|j| j.split('.').count() == 3);
+        let seed = block("BEGIN USER NKEY SEED").filter(|s| valid_user_seed(s));
+        match (jwt, seed) {
+            (Some(_), Some(_)) => Ok(Some(Secret::new(text))),
+            (None, _) => Err(var_error(
+                NATS_CREDS_FILE,
+                format!(
+                    "{} holds no user JWT: expected a .creds file as nsc writes it (-----BEGIN NATS USER JWT----- with the JWT on the next line)",
+                    path.display()
+                ),
+            )),
+            (Some(_), None) => Err(var_error(
+                NATS_CREDS_FILE,
+                format!(
+                    "{} holds no user NKey seed: expected -----BEGIN USER NKEY SEED----- with the seed (SU…) on the next line",
+                    path.display()
+                ),
+            )),
+        }
+    }
+
     /// A variable that names a file that must exist.
     fn existing_file(&self, key: &str) -> Result<Option<std::path::PathBuf>, ConfigError> {
         match self.get(key) {
@@ -738,6 +991,134 @@ mod tests {
         assert!(bus_url("ws://h:x").is_err());
         assert!(bus_url("ws://u:p@h").is_err());
         assert!(bus_url("ws://[::1").is_err());
+    }
+
+    #[test]
+    fn nats_urls_are_shown_without_passwords_or_tokens() {
+        assert_eq!(
+            nats_display_url("nats://ann:s3cret@host:4222"),
+            "nats://ann:***@host:4222"
+        );
+        assert_eq!(
+            nats_display_url("nats://t0ken@host:4222"),
+            "nats://***@host:4222"
+        );
+        assert_eq!(
+            nats_display_url("tls://a:p@[::1]:4222, b:q@h2, nats://h3:4222"),
+            "tls://a:***@[::1]:4222, b:***@h2, nats://h3:4222"
+        );
+        assert_eq!(nats_display_url("nats://h:4222"), "nats://h:4222");
+        // Not a valid URL at all: still nothing after the user name.
+        assert_eq!(nats_display_url("http://u:p@w/x@y:99"), "http://u:***@y:99");
+        assert_eq!(nats_display_url("u:p@"), "u:***@");
+        let servers = nats_servers("nats://ann:s3cret@h:1,nats://tok@h:2").unwrap();
+        assert_eq!(servers[0].to_display_url(), "nats://ann:***@h:1");
+        assert_eq!(servers[1].to_display_url(), "nats://***@h:2");
+        assert_eq!(servers[0].to_url(), "nats://ann:s3cret@h:1");
+    }
+
+    #[test]
+    fn nats_url_errors_do_not_quote_passwords() {
+        for bad in [
+            "nats://ann:s3cret@h:0",
+            "nats://ann:s3cret@h:x",
+            "http://ann:s3cret@h",
+            "nats://ann:s3cret@",
+            "nats://ann:s3cret@h:1,nats://bob:s3cret@h:2",
+            "nats://ann:s3cret@h:1,,h:2",
+        ] {
+            let e = Env::from_pairs([(NATS_URL, bad)]).nats_url().unwrap_err();
+            let text = e.to_string();
+            assert!(text.starts_with("$NATS_URL: "), "{text}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+    }
+
+    #[test]
+    fn nats_url_credentials_are_taken_apart() {
+        let servers = nats_servers("nats://ann:p%40ss%3Aw@h,tok%2Fen@h2").unwrap();
+        assert_eq!(
+            servers[0].auth(),
+            Some(NatsUrlAuth::UserPassword {
+                user: "ann".into(),
+                password: Secret::new("p@ss:w")
+            })
+        );
+        assert_eq!(
+            servers[1].auth(),
+            Some(NatsUrlAuth::Token(Secret::new("tok/en")))
+        );
+        assert_eq!(nats_servers("h").unwrap()[0].auth(), None);
+        // One set of credentials for the whole list, given once or on each.
+        let list = nats_servers("nats://a:b@h1,nats://h2,nats://a:b@h3").unwrap();
+        assert!(matches!(
+            nats_list_auth(&list),
+            Ok(Some(NatsUrlAuth::UserPassword { .. }))
+        ));
+        let mixed = nats_servers("nats://a:b@h1,nats://a:c@h2").unwrap();
+        let e = nats_list_auth(&mixed).unwrap_err();
+        assert!(
+            e.contains("different credentials") && !e.contains(":c@"),
+            "{e}"
+        );
+        assert_eq!(nats_list_auth(&nats_servers("h1,h2").unwrap()), Ok(None));
+    }
+
+    #[test]
+    fn reads_client_certificates_and_nkey_seeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let cert = file("cert.pem", "c");
+        let key = file("key.pem", "k");
+        let both = Env::from_pairs([(NATS_CERT_FILE, &cert), (NATS_KEY_FILE, &key)]);
+        let pair = both.nats_client_cert().unwrap().unwrap();
+        assert_eq!(pair.cert_file.display().to_string(), cert);
+        assert_eq!(pair.key_file.display().to_string(), key);
+        assert_eq!(Env::empty().nats_client_cert(), Ok(None));
+        let e = both.without(NATS_KEY_FILE).nats_client_cert().unwrap_err();
+        assert!(
+            e.to_string().starts_with("$NATS_KEY_FILE: is not set"),
+            "{e}"
+        );
+        let e = both.without(NATS_CERT_FILE).nats_client_cert().unwrap_err();
+        assert!(
+            e.to_string().starts_with("$NATS_CERT_FILE: is not set"),
+            "{e}"
+        );
+        let e = both
+            .with(NATS_KEY_FILE, "/no/such/key.pem")
+            .nats_client_cert()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "$NATS_KEY_FILE: no such file: /no/such/key.pem"
+        );
+
+        let seed = "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU";
+        let nkey = file("user.nk", &format!("# a user\n{seed}\n"));
+        let got = Env::from_pairs([(NATS_NKEY_FILE, &nkey)])
+            .nats_nkey()
+            .unwrap();
+        assert_eq!(got.as_ref().map(Secret::expose), Some(seed));
+        assert!(!format!("{got:?}").contains(seed));
+        let public = file(
+            "user.pub",
+            "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4",
+        );
+        let e = Env::from_pairs([(NATS_NKEY_FILE, &public)])
+            .nats_nkey()
+            .unwrap_err();
+        assert!(e.to_string().contains("a public key"), "{e}");
+        let junk = file("junk", "hello");
+        let e = Env::from_pairs([(NATS_NKEY_FILE, &junk)])
+            .nats_nkey()
+            .unwrap_err();
+        assert!(e.to_string().starts_with("$NATS_NKEY_FILE: "), "{e}");
+        assert!(!e.to_string().contains("hello"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod yaml;
 
 pub use crate::routes::DeliveryMode;
 pub use app::{AppConfig, AppService, Visibility};
-pub use env::{BusUrl, Env, Secret};
+pub use env::{BusUrl, ClientCert, Env, Secret};
 
 use crate::routes::{Translation, is_valid_role};
 use service_file::ServiceFile;
@@ -67,11 +67,14 @@ impl Transport {
     }
 }
 
-/// The settings of the `nats` transport.
-#[derive(Debug, Clone, PartialEq)]
+/// The settings of the `nats` transport. `Debug` shows no password,
+/// token or seed.
+#[derive(Clone, PartialEq)]
 pub struct NatsSettings {
     /// The server(s): one URL or a comma-separated list of cluster seeds
-    /// (`NATS_URL`, default `nats://127.0.0.1:4222`).
+    /// (`NATS_URL`, default `nats://127.0.0.1:4222`), maybe with
+    /// `user:password@` or `token@` (the same on every server that has
+    /// any). Show it with [`NatsSettings::display_url`].
     pub url: String,
     /// The application's name: subjects start with `exo.<app>.`, the
     /// JetStream stream is `EXO_<app>` (`EXOSERVICE_APP`, else the
@@ -98,6 +101,34 @@ pub struct NatsSettings {
     /// The certificates (PEM) trusted for the servers' TLS instead of the
     /// system's roots; TLS is required when set (`NATS_CA_FILE`).
     pub ca_file: Option<PathBuf>,
+    /// This service's client certificate and key, for servers that verify
+    /// clients (`NATS_CERT_FILE`, `NATS_KEY_FILE`); TLS is required when
+    /// set.
+    pub client_cert: Option<ClientCert>,
+    /// The user NKey seed this service authenticates with (read from
+    /// `NATS_NKEY_FILE`).
+    pub nkey: Option<Secret>,
+    /// The text of a `.creds` file, a user JWT and its seed, for servers
+    /// in operator mode (read from `NATS_CREDS_FILE`).
+    pub creds: Option<Secret>,
+}
+
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("url", &self.display_url())
+            .field("app", &self.app)
+            .field("routes", &self.routes)
+            .field("max_attempts", &self.max_attempts)
+            .field("ack_wait", &self.ack_wait)
+            .field("redelivery_delay", &self.redelivery_delay)
+            .field("replicas", &self.replicas)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .field("nkey", &self.nkey)
+            .field("creds", &self.creds)
+            .finish()
+    }
 }
 
 /// Where the routes of the `nats` transport came from (named in errors).
@@ -128,7 +159,9 @@ impl NatsSettings {
     /// application's `name:` (characters other than letters, digits, `_`
     /// and `-` made `-`), else [`DEFAULT_APP`]; `EXOSERVICE_MAX_ATTEMPTS`,
     /// `EXOSERVICE_ACK_WAIT_MS`, `EXOSERVICE_REDELIVERY_DELAY_MS` and
-    /// `EXOSERVICE_NATS_REPLICAS` override the defaults.
+    /// `EXOSERVICE_NATS_REPLICAS` override the defaults; `NATS_CA_FILE`,
+    /// `NATS_CERT_FILE` with `NATS_KEY_FILE`, `NATS_NKEY_FILE` and
+    /// `NATS_CREDS_FILE` add TLS and authentication.
     pub fn from_env(env: &Env) -> Result<Option<NatsSettings>, ConfigError> {
         Ok(NatsSettings::from_env_with_source(env)?.map(|(s, _)| s))
     }
@@ -188,6 +221,9 @@ impl NatsSettings {
             settings.replicas = n;
         }
         settings.ca_file = env.nats_ca_file()?;
+        settings.client_cert = env.nats_client_cert()?;
+        settings.nkey = env.nats_nkey()?;
+        settings.creds = env.nats_creds()?;
         Ok(Some((settings, source)))
     }
 
@@ -206,7 +242,74 @@ impl NatsSettings {
             redelivery_delay: DEFAULT_REDELIVERY_DELAY,
             replicas: 1,
             ca_file: None,
+            client_cert: None,
+            nkey: None,
+            creds: None,
         }
+    }
+
+    /// The server URL(s) fit to show: passwords and tokens as `***` (see
+    /// [`env::nats_display_url`]).
+    pub fn display_url(&self) -> String {
+        env::nats_display_url(&self.url)
+    }
+
+    /// What a NATS client of these settings connects with: the servers,
+    /// without credentials, and options carrying the URL's user and
+    /// password or token (async-nats does not read them from a URL), the
+    /// NKey seed, the `.creds` file's JWT and seed, the CA file and the
+    /// client certificate (both make TLS required). Errors name `NATS_URL` and never show a secret.
+    #[cfg(feature = "nats")]
+    pub fn connect_options(
+        &self,
+    ) -> Result<(Vec<async_nats::ServerAddr>, async_nats::ConnectOptions), String> {
+        let list = env::nats_servers(&self.url).map_err(|e| format!("NATS_URL {e}"))?;
+        let auth = env::nats_list_auth(&list).map_err(|e| format!("NATS_URL {e}"))?;
+        let addrs = list
+            .iter()
+            .map(|s| {
+                s.to_plain_url()
+                    .parse::<async_nats::ServerAddr>()
+                    .map_err(|e| {
+                        format!(
+                            "NATS_URL: {} is not a NATS server URL ({e})",
+                            s.to_display_url()
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut options = async_nats::ConnectOptions::new();
+        match auth {
+            Some(env::NatsUrlAuth::UserPassword { user, password }) => {
+                options = options.user_and_password(user, password.expose().to_owned());
+            }
+            Some(env::NatsUrlAuth::Token(token)) => {
+                options = options.token(token.expose().to_owned());
+            }
+            None => {}
+        }
+        if let Some(seed) = &self.nkey {
+            options = options.nkey(seed.expose().to_owned());
+        }
+        if let Some(creds) = &self.creds {
+            options = options
+                .credentials(creds.expose())
+                .map_err(|e| format!("NATS_CREDS_FILE: {e}"))?;
+        }
+        if let Some(ca) = &self.ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some(cert) = &self.client_cert {
+            options = options
+                .add_client_certificate(cert.cert_file.clone(), cert.key_file.clone())
+                .require_tls(true);
+        }
+        Ok((addrs, options))
+    }
+
+    /// Whether the server list carries a user and password or a token.
+    pub fn url_has_credentials(&self) -> bool {
+        env::nats_servers(&self.url).is_ok_and(|list| list.iter().any(|s| s.credentials.is_some()))
     }
 }
 

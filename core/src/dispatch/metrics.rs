@@ -116,8 +116,9 @@ impl ServiceMetrics {
         self.redelivered[slot].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// An at-least-once message was given up: its handler failed on the
-    /// last attempt, so it goes to the dead-letter subject.
+    /// An at-least-once message was given up and stored as a dead letter by
+    /// this service: its handler failed on the last attempt, or the
+    /// instances handling it stopped before they finished it.
     pub(crate) fn dead_lettered(&self, slot: usize) {
         let slot = slot.min(self.names.len() - 1);
         self.dead_letters[slot].fetch_add(1, Ordering::Relaxed);

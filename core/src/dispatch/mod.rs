@@ -88,17 +88,12 @@ pub struct Delivery {
     start: Instant,
     failed: AtomicBool,
     settle: Option<Box<dyn Settle>>,
-    /// Whether a failure now is the last one (the message is given up).
-    last_attempt: bool,
 }
 
 impl Drop for Delivery {
     fn drop(&mut self) {
         let failed = *self.failed.get_mut();
         self.metrics.finished(self.metric_slot, self.start, failed);
-        if failed && self.last_attempt {
-            self.metrics.dead_lettered(self.metric_slot);
-        }
         if let Some(settle) = self.settle.take() {
             settle.settle(if failed {
                 Outcome::Failed
@@ -235,6 +230,10 @@ impl Inbound for Incoming {
                 config.role
             );
         }
+    }
+
+    fn dead_lettered(&self, name: &str) {
+        self.metrics.dead_lettered(self.metrics.slot(name));
     }
 }
 
@@ -438,9 +437,6 @@ impl Engine {
         if queued.attempt > 1 {
             self.metrics.redelivered(metric_slot);
         }
-        let max_attempts = self.config().nats.as_ref().map(|n| n.max_attempts.max(1));
-        let last_attempt =
-            queued.settle.is_some() && max_attempts.is_some_and(|max| queued.attempt >= max);
         Some(Delivery {
             metric_slot,
             ctx: Ctx::new(self.client.clone(), queued.msg, queued.attempt),
@@ -449,7 +445,6 @@ impl Engine {
             start: Instant::now(),
             failed: AtomicBool::new(false),
             settle: queued.settle,
-            last_attempt,
         })
     }
 

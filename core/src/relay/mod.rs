@@ -126,6 +126,9 @@ pub trait Inbound: Send + Sync + 'static {
     fn take(&self, msg: Message) -> Take;
     /// The relay registered (`first`: for the first time in this process).
     fn registered(&self, first: bool);
+    /// An at-least-once message was given up and stored as a dead letter
+    /// by this service (`name`: the service's own name for it).
+    fn dead_lettered(&self, name: &str);
 }
 
 /// Shared state between the relay's task and its owner.

@@ -83,18 +83,66 @@ pub struct NatsServer {
     output: Output,
     /// Whether dropping it removes `store` (a cluster removes its own).
     owns_store: bool,
+    /// When the server counts as ready.
+    ready: Ready,
+}
+
+/// When a started server counts as ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    /// JetStream answers a client that brings no credentials.
+    JetStream,
+    /// The server greets a connection with its `INFO` line (it may want
+    /// credentials or TLS from clients, which the probe does not have).
+    Greeting,
 }
 
 impl NatsServer {
     /// Starts a server on a free port and waits (at most 15 s) until
     /// JetStream answers on it.
     pub async fn start() -> Result<NatsServer, String> {
+        NatsServer::start_inner(&[], None, Ready::JetStream).await
+    }
+
+    /// Starts a server with settings of its own, for tests of users,
+    /// tokens, NKeys and TLS: `extra_args` go on its command line (such as
+    /// `["--user", "ann", "--pass", "s3cret"]` or `["--auth", "TOKEN"]`),
+    /// and `config`, when given, is the text of a configuration file the
+    /// server reads (`authorization { ... }`, `tls { ... }`). The server
+    /// listens on 127.0.0.1 on a free port with JetStream in a fresh store
+    /// (the command line wins over the file for these). Since a client may
+    /// need credentials or a certificate, this waits (at most 15 s) only
+    /// until the server greets a connection on its port, not for
+    /// JetStream; so does [`NatsServer::restart`] of such a server.
+    pub async fn start_with(
+        extra_args: &[&str],
+        config: Option<&str>,
+    ) -> Result<NatsServer, String> {
+        NatsServer::start_inner(extra_args, config, Ready::Greeting).await
+    }
+
+    async fn start_inner(
+        extra_args: &[&str],
+        config: Option<&str>,
+        ready: Ready,
+    ) -> Result<NatsServer, String> {
         let binary = find_binary()?;
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let store = StoreDir::create()?;
             let port = free_ports(1)?[0];
-            let args = vec![
+            let mut args = Vec::new();
+            if let Some(text) = config {
+                let file = store.path.join("nats-server.conf");
+                std::fs::write(&file, text).map_err(|e| {
+                    format!(
+                        "cannot write the nats-server configuration {}: {e}",
+                        file.display()
+                    )
+                })?;
+                args.extend(["-c".to_owned(), file.display().to_string()]);
+            }
+            args.extend([
                 "-a".to_owned(),
                 "127.0.0.1".to_owned(),
                 "-p".to_owned(),
@@ -102,7 +150,8 @@ impl NatsServer {
                 "-js".to_owned(),
                 "-sd".to_owned(),
                 store.path.display().to_string(),
-            ];
+            ]);
+            args.extend(extra_args.iter().map(|a| (*a).to_owned()));
             let mut server = NatsServer {
                 binary: binary.clone(),
                 args,
@@ -111,9 +160,10 @@ impl NatsServer {
                 child: None,
                 output: Output::default(),
                 owns_store: true,
+                ready,
             };
             server.spawn()?;
-            match server.wait_jetstream(SERVER_READY).await {
+            match server.wait_ready(SERVER_READY).await {
                 Ok(()) => return Ok(server),
                 Err(Failure::Exited(e)) => last_error = e,
                 Err(Failure::TimedOut(e)) => return Err(e),
@@ -172,9 +222,7 @@ impl NatsServer {
     pub async fn restart(&mut self) -> Result<(), String> {
         self.kill().await?;
         self.spawn()?;
-        self.wait_jetstream(SERVER_READY)
-            .await
-            .map_err(Failure::text)
+        self.wait_ready(SERVER_READY).await.map_err(Failure::text)
     }
 
     /// Starts the process; its output goes to `self.output`.
@@ -197,21 +245,29 @@ impl NatsServer {
         Ok(())
     }
 
-    /// Waits until JetStream answers an account query, the process exits
+    /// Waits until the server is ready (see [`Ready`]), the process exits
     /// (an error), or `bound` passes (an error).
-    async fn wait_jetstream(&mut self, bound: Duration) -> Result<(), Failure> {
+    async fn wait_ready(&mut self, bound: Duration) -> Result<(), Failure> {
         let deadline = Instant::now() + bound;
         let url = self.url();
         loop {
             self.check_alive().map_err(Failure::Exited)?;
-            let last = match query_account(&url).await {
+            let probe = match self.ready {
+                Ready::JetStream => query_account(&url).await,
+                Ready::Greeting => greeting(self.port).await,
+            };
+            let last = match probe {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
             if Instant::now() >= deadline {
-                return Err(Failure::TimedOut(self.failure(&format!(
-                    "JetStream did not answer within {bound:?} (last: {last})"
-                ))));
+                let what = match self.ready {
+                    Ready::JetStream => "JetStream did not answer",
+                    Ready::Greeting => "the server did not greet a connection",
+                };
+                return Err(Failure::TimedOut(
+                    self.failure(&format!("{what} within {bound:?} (last: {last})")),
+                ));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -343,6 +399,7 @@ impl NatsCluster {
                 child: None,
                 output: Output::default(),
                 owns_store: false,
+                ready: Ready::JetStream,
             };
             node.spawn().map_err(Failure::TimedOut)?;
             cluster.nodes.push(node);
@@ -350,7 +407,7 @@ impl NatsCluster {
         let deadline = Instant::now() + CLUSTER_READY;
         for node in &mut cluster.nodes {
             let left = deadline.saturating_duration_since(Instant::now());
-            node.wait_jetstream(left).await?;
+            node.wait_ready(left).await?;
         }
         cluster.wait_replicated_stream(deadline).await?;
         Ok(cluster)
@@ -549,6 +606,30 @@ fn collect(stream: impl AsyncRead + Unpin + Send + 'static, output: Output) {
 
 fn lock(output: &Output) -> std::sync::MutexGuard<'_, VecDeque<String>> {
     output.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Connects to the port and reads the server's first line, which must be
+/// its `INFO`.
+async fn greeting(port: u16) -> Result<(), String> {
+    let read = async {
+        let stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut line = String::new();
+        BufReader::new(stream)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| format!("read the greeting: {e}"))?;
+        if line.starts_with("INFO ") {
+            Ok(())
+        } else {
+            Err(format!("expected an INFO line, got {line:?}"))
+        }
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, read).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no greeting within {PROBE_TIMEOUT:?}")),
+    }
 }
 
 /// A client of exactly this server (not the ones it tells about).

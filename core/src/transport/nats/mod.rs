@@ -19,7 +19,9 @@
 //! the activity's members travel in the `Exo-Members` header.
 
 mod activity;
+pub mod connect;
 mod plan;
+pub mod presence;
 mod receive;
 mod send;
 mod settle;
@@ -30,11 +32,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_nats::Client;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, stream};
-use async_nats::{Client, ServerAddr};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -51,6 +52,9 @@ use crate::relay::{Backoff, Inbound, Outbox};
 /// Bytes kept free under the server's `max_payload` for the headers and
 /// the stamps a frame gets when it is routed.
 const ROUTING_OVERHEAD: usize = 1024;
+/// How long a last-attempt advisory may be in the works before the server
+/// hands it to another instance of the role.
+const LAST_ATTEMPT_ACK_WAIT: Duration = Duration::from_secs(30);
 /// Frames taken from the outbox at once.
 const BATCH: usize = 256;
 /// How long an activity's members are remembered after its last message.
@@ -161,7 +165,9 @@ impl NatsLink {
                 "the nats transport has no security adapter: the routes name a 'security' role; use ExoCom for it, or NATS users and permissions",
             ));
         }
-        servers(&settings.url).map_err(|e| ConfigError::new(&config.file, e))?;
+        settings
+            .connect_options()
+            .map_err(|e| ConfigError::new(&config.file, e))?;
         for (name, mode) in &config.delivery {
             if *mode == crate::routes::DeliveryMode::AtLeastOnce
                 && !plan_has_durable(&settings, &config.role, name)
@@ -257,24 +263,6 @@ fn plan_has_durable(settings: &NatsSettings, role: &str, name: &str) -> bool {
         .is_some_and(|r| r.at_least_once.iter().any(|n| n == name))
 }
 
-/// Reads a comma-separated server list.
-fn servers(urls: &str) -> Result<Vec<ServerAddr>, String> {
-    let list: Vec<&str> = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
-    if list.is_empty() {
-        return Err("NATS_URL names no server".into());
-    }
-    list.iter()
-        .map(|u| {
-            u.parse::<ServerAddr>()
-                .map_err(|e| format!("NATS_URL: {u:?} is not a NATS server URL ({e})"))
-        })
-        .collect()
-}
-
 /// Connects (retrying), sets up, runs the link's tasks until it stops.
 async fn run(
     link: Arc<Link>,
@@ -283,7 +271,7 @@ async fn run(
     stopping: watch::Receiver<bool>,
     slot: Arc<Mutex<Option<Client>>>,
 ) {
-    let url = link.settings.url.clone();
+    let url = link.settings.display_url();
     let Some(client) = connect(&link, &mut stop).await else {
         return;
     };
@@ -335,20 +323,26 @@ async fn run(
 }
 
 /// Connects, retrying with backoff until it works or the link stops.
+///
+/// The credentials, keys and certificates come from
+/// [`NatsSettings::connect_options`]; every log line shows the URL with
+/// its password or token redacted.
 async fn connect(link: &Arc<Link>, stop: &mut watch::Receiver<bool>) -> Option<Client> {
-    let url = link.settings.url.clone();
-    let Ok(addrs) = servers(&url) else {
-        return None;
+    let settings = &link.settings;
+    let url = settings.display_url();
+    let (addrs, base_options) = match settings.connect_options() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            tracing::error!("cannot connect to NATS: {e}");
+            return None;
+        }
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let status = link.status.clone();
         let events_url = url.clone();
-        let mut options = async_nats::ConnectOptions::new();
-        if let Some(ca) = &link.settings.ca_file {
-            options = options.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        let options = options
+        let options = base_options
+            .clone()
             .name(format!("{}/{}", link.settings.app, link.instance))
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5))
@@ -397,6 +391,7 @@ async fn connect(link: &Arc<Link>, stop: &mut watch::Receiver<bool>) -> Option<C
             Err(e) => {
                 let delay = backoff.next_delay();
                 if backoff.should_log() {
+                    let e = connect::explain(&e, settings);
                     tracing::warn!(
                         "cannot reach NATS at {url}: {e} (attempt {}; {} messages wait; retrying)",
                         backoff.failures(),
@@ -409,6 +404,41 @@ async fn connect(link: &Arc<Link>, stop: &mut watch::Receiver<bool>) -> Option<C
                 }
             }
         }
+    }
+}
+
+/// The role's consumer of the application's last-attempt advisories (the
+/// stream that keeps them is created when missing).
+async fn last_attempts_consumer(
+    link: &Link,
+    js: &jetstream::Context,
+) -> Result<PullConsumer, String> {
+    let app = &link.settings.app;
+    let name = last_attempts_stream_name(app);
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![last_attempts_stream_subjects(app)],
+            retention: stream::RetentionPolicy::WorkQueue,
+            num_replicas: link.settings.replicas.max(1),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("stream {name}: {e}"))?;
+    let config = pull::Config {
+        durable_name: Some(link.role.clone()),
+        filter_subject: max_deliveries_subject(app, &link.role),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: LAST_ATTEMPT_ACK_WAIT,
+        num_replicas: link.settings.replicas.max(1),
+        ..Default::default()
+    };
+    match stream.create_consumer(config).await {
+        Ok(consumer) => Ok(consumer),
+        Err(create) => stream
+            .get_consumer(&link.role)
+            .await
+            .map_err(|e| format!("consumer '{}' of stream {name}: {create}; {e}", link.role)),
     }
 }
 
@@ -459,6 +489,10 @@ async fn setup(
         .subscribe(format!("exo.{app}.nr.{}.*", link.instance))
         .await
         .map_err(|e| format!("subscribing to the no-responders subject: {e}"))?;
+    let probes = client
+        .subscribe(presence_subject(app))
+        .await
+        .map_err(|e| format!("subscribing to the presence probes: {e}"))?;
     let mut durable = None;
     if link.plan.own_durable()
         && let Some(stream) = &stream
@@ -470,6 +504,7 @@ async fn setup(
             max_attempts: link.settings.max_attempts.max(1),
             redelivery_delay: link.settings.redelivery_delay,
             runtime: link.runtime.clone(),
+            inbound: link.inbound.clone(),
         });
         let config = pull::Config {
             durable_name: Some(link.role.clone()),
@@ -501,10 +536,7 @@ async fn setup(
                 consumer
             }
         };
-        let advisories = client
-            .queue_subscribe(max_deliveries_subject(app, &link.role), link.role.clone())
-            .await
-            .map_err(|e| format!("subscribing to the last-attempt advisories: {e}"))?;
+        let advisories = last_attempts_consumer(link, js).await?;
         durable = Some((consumer, policy, advisories, stream.clone()));
     }
     client
@@ -522,6 +554,12 @@ async fn setup(
         stopping.clone(),
     ));
     tasks.spawn(send::reroute(link.clone(), client.clone(), no_responders));
+    tasks.spawn(presence::answer(
+        link.clone(),
+        client.clone(),
+        probes,
+        stopping.clone(),
+    ));
     if let Some((consumer, policy, advisories, stream)) = durable {
         tasks.spawn(receive::read_durable(
             link.clone(),
@@ -531,47 +569,12 @@ async fn setup(
             deliveries.clone(),
             stopping.clone(),
         ));
-        tasks.spawn(dead_letter_stranded(advisories, policy, stream));
+        tasks.spawn(settle::dead_letter_stranded(
+            link.clone(),
+            advisories,
+            policy,
+            stream,
+        ));
     }
     Ok(())
-}
-
-/// Dead-letters messages that reached their last attempt without being
-/// finished (their instances died or stopped while handling them).
-async fn dead_letter_stranded(
-    mut advisories: async_nats::Subscriber,
-    policy: Arc<Policy>,
-    stream: stream::Stream,
-) {
-    while let Some(advisory) = advisories.next().await {
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&advisory.payload) else {
-            continue;
-        };
-        let (Some(seq), deliveries) = (v["stream_seq"].as_u64(), v["deliveries"].as_u64()) else {
-            continue;
-        };
-        let Ok(raw) = stream.get_raw_message(seq).await else {
-            continue;
-        };
-        let attempts = deliveries
-            .and_then(|d| u32::try_from(d).ok())
-            .unwrap_or(policy.max_attempts);
-        let why = format!(
-            "not finished after {attempts} attempts: the instances handling it stopped or did not finish within the ack wait"
-        );
-        match policy
-            .dead_letter(raw.payload.clone(), attempts, &why)
-            .await
-        {
-            Ok(()) => {
-                let _ = stream.delete_message(seq).await;
-                tracing::error!(
-                    "a message of '{}' was dead-lettered to {}: {why}",
-                    policy.role,
-                    dead_letter_subject(&policy.app, &policy.role)
-                );
-            }
-            Err(e) => tracing::warn!("cannot dead-letter stream message {seq}: {e}"),
-        }
-    }
 }

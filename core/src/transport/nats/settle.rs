@@ -7,10 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::stream::{self, RawMessageErrorKind};
 use async_nats::jetstream::{self, AckKind};
+use futures_util::StreamExt;
 
-use super::subjects::{ATTEMPTS_HEADER, ERROR_HEADER, ROLE_HEADER, dead_letter_subject};
+use super::Link;
+use super::subjects::{
+    ATTEMPTS_HEADER, ERROR_HEADER, ROLE_HEADER, dead_letter_subject, durable_subject,
+};
 use crate::dispatch::{Outcome, Settle};
+use crate::message::Message;
+use crate::relay::{Backoff, Inbound};
 
 /// The longest delay before a redelivery.
 const MAX_DELAY: Duration = Duration::from_secs(60);
@@ -23,6 +31,8 @@ pub(crate) struct Policy {
     pub(crate) max_attempts: u32,
     pub(crate) redelivery_delay: Duration,
     pub(crate) runtime: tokio::runtime::Handle,
+    /// Where a stored dead letter is counted (the service's metrics).
+    pub(crate) inbound: Arc<dyn Inbound>,
 }
 
 impl Policy {
@@ -35,10 +45,13 @@ impl Policy {
             .min(MAX_DELAY)
     }
 
-    /// Copies a message to the role's dead-letter subject (in the stream).
+    /// Copies a message (`name`: the service's own name for it) to the
+    /// role's dead-letter subject (in the stream) and counts it once the
+    /// server stored it.
     pub(crate) async fn dead_letter(
         &self,
         payload: bytes::Bytes,
+        name: &str,
         attempts: u32,
         why: &str,
     ) -> Result<(), String> {
@@ -53,6 +66,7 @@ impl Policy {
             .map_err(|e| e.to_string())?
             .await
             .map_err(|e| e.to_string())?;
+        self.inbound.dead_lettered(name);
         Ok(())
     }
 }
@@ -146,7 +160,7 @@ impl Settle for JsSettle {
                 Outcome::Failed => {
                     let why = format!("the handler failed on each of {attempt} attempts");
                     match policy
-                        .dead_letter(msg.payload.clone(), attempt, &why)
+                        .dead_letter(msg.payload.clone(), &name, attempt, &why)
                         .await
                     {
                         Ok(()) => {
@@ -166,5 +180,120 @@ impl Settle for JsSettle {
                 tracing::warn!("cannot settle '{name}' with NATS: {e}");
             }
         });
+    }
+}
+
+/// Dead-letters messages that reached their last attempt without being
+/// finished (their instances died or stopped while handling them): the
+/// server's last-attempt advisory, kept in the application's advisory
+/// stream until an instance of the role takes it, names the stream
+/// message, which is copied to the dead-letter subject, counted and then
+/// deleted. An advisory is acknowledged only then, so one that fails is
+/// tried again.
+pub(super) async fn dead_letter_stranded(
+    link: Arc<Link>,
+    advisories: PullConsumer,
+    policy: Arc<Policy>,
+    stream: stream::Stream,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let mut pulled = match advisories.messages().await {
+            Ok(pulled) => pulled,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                if backoff.should_log() {
+                    tracing::warn!("cannot pull the last-attempt advisories: {e}; retrying");
+                }
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        while let Some(next) = pulled.next().await {
+            let advisory = match next {
+                Ok(advisory) => advisory,
+                Err(e) => {
+                    tracing::debug!("pulling the last-attempt advisories: {e}");
+                    continue;
+                }
+            };
+            backoff.reset();
+            let settled = match dead_letter_one(&link, &policy, &stream, &advisory.payload).await {
+                Ok(()) => advisory.ack().await,
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot dead-letter a message after its last attempt: {e}; trying again"
+                    );
+                    advisory
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await
+                }
+            };
+            if let Err(e) = settled {
+                tracing::debug!("settling a last-attempt advisory: {e}");
+            }
+        }
+    }
+}
+
+/// Dead-letters the message a last-attempt advisory names. Done when the
+/// message is already gone (dead-lettered before) or is not this role's.
+async fn dead_letter_one(
+    link: &Link,
+    policy: &Policy,
+    stream: &stream::Stream,
+    advisory: &[u8],
+) -> Result<(), String> {
+    let v: serde_json::Value = match serde_json::from_slice(advisory) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!("ignored a last-attempt advisory that is no JSON: {e}");
+            return Ok(());
+        }
+    };
+    let Some(seq) = v["stream_seq"].as_u64() else {
+        tracing::warn!("ignored a last-attempt advisory without stream_seq: {v}");
+        return Ok(());
+    };
+    let raw = match stream.get_raw_message(seq).await {
+        Ok(raw) => raw,
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(()),
+        Err(e) => return Err(format!("stream message {seq}: {e}")),
+    };
+    if raw.subject.as_str() != durable_subject(&policy.app, &policy.role) {
+        return Ok(());
+    }
+    let attempts = v["deliveries"]
+        .as_u64()
+        .and_then(|d| u32::try_from(d).ok())
+        .unwrap_or(policy.max_attempts);
+    let why = format!(
+        "not finished after {attempts} attempts: the instances handling it stopped or did not finish within the ack wait"
+    );
+    let name = own_name(link, &raw.payload);
+    policy
+        .dead_letter(raw.payload.clone(), &name, attempts, &why)
+        .await?;
+    tracing::error!(
+        "'{name}' was dead-lettered to {}: {why}",
+        dead_letter_subject(&policy.app, &policy.role)
+    );
+    match stream.delete_message(seq).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("no message found") => Ok(()),
+        Err(e) => Err(format!("deleting stream message {seq}: {e}")),
+    }
+}
+
+/// This service's name for the message in a stored copy (the frame holds
+/// the public name); the frame's own name when the routes do not admit it,
+/// empty when it is no frame.
+fn own_name(link: &Link, frame: &[u8]) -> String {
+    let Ok(msg) = Message::parse(frame) else {
+        return String::new();
+    };
+    match link.plan.admit(msg.sender.as_deref(), &msg.name) {
+        Ok(internal) => internal.to_owned(),
+        Err(_) => msg.name,
     }
 }

@@ -36,6 +36,12 @@ pub fn instance_subject(app: &str, instance: &str) -> String {
     format!("exo.{app}.inst.{instance}")
 }
 
+/// Where every instance of an application answers who it is (see
+/// [`super::presence`]): `exo.<app>.presence`.
+pub fn presence_subject(app: &str) -> String {
+    format!("exo.{app}.presence")
+}
+
 /// Where the server reports that a sticky copy found nobody:
 /// `exo.<app>.nr.<instance>.<seq>`.
 pub(crate) fn no_responders_subject(app: &str, instance: &str, seq: u64) -> String {
@@ -45,11 +51,31 @@ pub(crate) fn no_responders_subject(app: &str, instance: &str, seq: u64) -> Stri
 /// The advisory the server sends when a message reached its last attempt
 /// without being finished (its instances died):
 /// `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.EXO_<app>.<role>`.
-pub(crate) fn max_deliveries_subject(app: &str, role: &str) -> String {
+pub fn max_deliveries_subject(app: &str, role: &str) -> String {
+    format!("{}.{role}", max_deliveries_prefix(app))
+}
+
+/// The last-attempt advisories of every role of an application.
+fn max_deliveries_prefix(app: &str) -> String {
     format!(
-        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{role}",
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}",
         stream_name(app)
     )
+}
+
+/// The stream that keeps an application's last-attempt advisories until an
+/// instance of the role dead-letters the message, so that what was
+/// stranded while no instance of the role ran is dead-lettered by the next
+/// one: `EXOLAST_<app>` (never the name of an application's stream, which
+/// starts with `EXO_`).
+pub fn last_attempts_stream_name(app: &str) -> String {
+    format!("EXOLAST_{app}")
+}
+
+/// What [`last_attempts_stream_name`] stores:
+/// `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.EXO_<app>.*`.
+pub fn last_attempts_stream_subjects(app: &str) -> String {
+    format!("{}.*", max_deliveries_prefix(app))
 }
 
 /// Who took part in the message's activity: `role=instance,…`.
