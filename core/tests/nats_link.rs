@@ -520,3 +520,80 @@ async fn every_running_instance_answers_the_presence_probe() {
         e.drain().await;
     }
 }
+
+/// A TCP proxy on a free loopback port in front of `upstream`: what a
+/// client sends reaches the server `delay` later (in order); what the
+/// server sends comes back at once. Stops with the test's runtime.
+async fn delaying_proxy(upstream: u16, delay: Duration) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+            });
+            let (tx, mut rx) =
+                tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                    if tx
+                        .send((tokio::time::Instant::now(), buf[..n].to_vec()))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Some((at, bytes)) = rx.recv().await {
+                    tokio::time::sleep_until(at + delay).await;
+                    if server_write.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A service is online only once the server has its subscriptions: a
+/// message sent to its role the moment it is online reaches it, even when
+/// what it sends takes a while to reach the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_is_online_only_once_the_server_has_its_subscriptions() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let app = format!("sync{}", fastrand::u32(..));
+    let routes: Routes = serde_json::from_value(json!({
+        "web": {"sends": ["ping"]},
+        "ping": {"receives": ["ping"]}
+    }))
+    .unwrap();
+    let web = engine_with(&server.url(), &app, "web", &routes);
+    web.connect().unwrap();
+    assert!(web.wait_online(WAIT).await);
+
+    let slow = delaying_proxy(server.port(), Duration::from_millis(300)).await;
+    let ping = engine_with(&format!("nats://127.0.0.1:{slow}"), &app, "ping", &routes);
+    ping.connect().unwrap();
+    assert!(
+        ping.wait_online(WAIT).await,
+        "ping online through the proxy"
+    );
+    web.client().send("ping", &json!({"n": 1})).unwrap();
+    let got = tokio::time::timeout(WAIT, ping.next())
+        .await
+        .expect("the message sent the moment ping was online reaches it")
+        .expect("a delivery");
+    assert_eq!(got.message().payload_value(), json!({"n": 1}));
+    drop(got);
+    web.drain().await;
+    ping.drain().await;
+}

@@ -55,6 +55,8 @@ const ROUTING_OVERHEAD: usize = 1024;
 /// How long a last-attempt advisory may be in the works before the server
 /// hands it to another instance of the role.
 const LAST_ATTEMPT_ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long the round trip that confirms the subscriptions may take.
+const ROUND_TRIP_WAIT: Duration = Duration::from_secs(5);
 /// Frames taken from the outbox at once.
 const BATCH: usize = 256;
 /// How long an activity's members are remembered after its last message.
@@ -314,12 +316,35 @@ async fn run(
     link.inbound.registered(n == 1);
     let _ = stop.wait_for(|s| *s).await;
     // Leave cleanly: the subscriptions are dropped (each sends its
-    // unsubscribe), and the flush's round trip means the server has
-    // processed them, so a sticky copy sent to this instance from now on
-    // gets "no responders" and goes to another instance of the role.
+    // unsubscribe), and the round trip means the server has processed
+    // them, so a sticky copy sent to this instance from now on gets "no
+    // responders" and goes to another instance of the role.
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
-    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    round_trip(&client, &link, Duration::from_secs(1)).await;
+}
+
+/// Waits (at most `timeout`) until the server has handled everything this
+/// client sent before: its subscriptions, or its unsubscriptions. `flush`
+/// only writes the socket; a request that nobody answers makes the round
+/// trip, since the server's "no responders" answer comes after it handled
+/// what the connection sent earlier. When something does answer, or
+/// nothing comes back in time, the socket is at least flushed.
+async fn round_trip(client: &Client, link: &Link, timeout: Duration) {
+    let subject = sync_subject(&link.settings.app, &link.instance);
+    let answer = tokio::time::timeout(timeout, client.request(subject, Bytes::new())).await;
+    match answer {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+        Ok(Err(e)) => {
+            tracing::debug!("no round trip to NATS: {e}");
+            let _ = tokio::time::timeout(timeout, client.flush()).await;
+        }
+        Err(_) => {
+            tracing::debug!("no round trip to NATS within {timeout:?}");
+            let _ = tokio::time::timeout(timeout, client.flush()).await;
+        }
+    }
 }
 
 /// Connects, retrying with backoff until it works or the link stops.
@@ -539,10 +564,9 @@ async fn setup(
         let advisories = last_attempts_consumer(link, js).await?;
         durable = Some((consumer, policy, advisories, stream.clone()));
     }
-    client
-        .flush()
-        .await
-        .map_err(|e| format!("cannot flush the subscriptions: {e}"))?;
+    // The service goes online only once the server has its subscriptions:
+    // a copy published to the role from then on reaches it.
+    round_trip(client, link, ROUND_TRIP_WAIT).await;
 
     tasks.spawn(send::write(link.clone(), client.clone(), js.clone()));
     tasks.spawn(receive::read_plain(

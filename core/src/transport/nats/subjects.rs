@@ -42,6 +42,12 @@ pub fn presence_subject(app: &str) -> String {
     format!("exo.{app}.presence")
 }
 
+/// What an instance asks (nobody answers) to learn that the server has
+/// handled its subscriptions: `exo.<app>.sync.<instance>`.
+pub(crate) fn sync_subject(app: &str, instance: &str) -> String {
+    format!("exo.{app}.sync.{instance}")
+}
+
 /// Where the server reports that a sticky copy found nobody:
 /// `exo.<app>.nr.<instance>.<seq>`.
 pub(crate) fn no_responders_subject(app: &str, instance: &str, seq: u64) -> String {
