@@ -239,7 +239,7 @@ pub fn render(status: &NatsStatus) -> String {
                 vec![
                     p.instance.clone(),
                     p.role.clone(),
-                    p.since.clone(),
+                    to_millis(&p.since),
                     p.version.clone(),
                     if p.draining { "draining" } else { "running" }.to_owned(),
                 ]
@@ -303,6 +303,22 @@ pub fn render(status: &NatsStatus) -> String {
         }
     }
     out
+}
+
+/// An RFC 3339 time with at most three digits of the second's fraction.
+fn to_millis(time: &str) -> String {
+    match time.split_once('.') {
+        Some((head, rest)) => {
+            let digits: String = rest
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .take(3)
+                .collect();
+            let zone: String = rest.chars().skip_while(char::is_ascii_digit).collect();
+            format!("{head}.{digits}{zone}")
+        }
+        None => time.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -370,6 +386,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("exo dead-letters list"), "{text}");
+    }
+
+    #[test]
+    fn times_are_shown_to_the_millisecond() {
+        assert_eq!(
+            to_millis("2026-11-25T18:58:08.421832372Z"),
+            "2026-11-25T18:58:08.421Z"
+        );
+        assert_eq!(
+            to_millis("2026-11-25T18:58:08.4Z"),
+            "2026-11-25T18:58:08.4Z"
+        );
+        assert_eq!(to_millis("2026-11-25T18:58:08Z"), "2026-11-25T18:58:08Z");
     }
 
     #[test]
