@@ -289,6 +289,35 @@ fn make_pki(dir: &Path) -> Pki {
     }
 }
 
+/// A server with TLS and a certificate of a private CA: services that trust
+/// it (`NATS_CA_FILE`) talk over `tls://`; one that does not never comes
+/// online and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_certificate_a_private_ca_signed() {
+    captured();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let config = format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  timeout: 2\n}}\n",
+        pki.server_cert, pki.server_key
+    );
+    let server = NatsServer::start_with(&[], Some(&config))
+        .await
+        .expect("nats-server with TLS");
+    let port = server.port();
+    let app = fresh_app("tls");
+    let url = format!("tls://127.0.0.1:{port}");
+    request_reply_works(
+        &app,
+        &[
+            (env::NATS_URL, url.clone()),
+            (env::NATS_CA_FILE, pki.ca.display().to_string()),
+        ],
+    )
+    .await;
+    refused(&app, &[(env::NATS_URL, url)], port, "UnknownIssuer", &[]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_for_a_server_that_verifies_clients() {
     captured();

@@ -193,38 +193,35 @@ enum DeadLetterAction {
     },
     /// Publish dead letters again to their role's at-least-once subject
     /// (a new delivery: attempts count from 1), then delete them.
-    #[command(group(ArgGroup::new("which").required(true)))]
-    Replay {
-        /// Only the dead letters of this role.
-        #[arg(long)]
-        role: Option<String>,
-        /// The stream sequence numbers of the dead letters (from `list`).
-        #[arg(long, num_args = 1.., group = "which")]
-        seq: Vec<u64>,
-        /// Every dead letter (of --role, when given).
-        #[arg(long, group = "which")]
-        all: bool,
-    },
+    Replay(Chosen),
     /// Delete dead letters for good.
-    #[command(group(ArgGroup::new("which").required(true)))]
-    Purge {
-        /// Only the dead letters of this role.
-        #[arg(long)]
-        role: Option<String>,
-        /// The stream sequence numbers of the dead letters (from `list`).
-        #[arg(long, num_args = 1.., group = "which")]
-        seq: Vec<u64>,
-        /// Every dead letter (of --role, when given).
-        #[arg(long, group = "which")]
-        all: bool,
-    },
+    Purge(Chosen),
 }
 
-fn selection(seq: Vec<u64>, all: bool) -> dead_letters::Selection {
-    if all {
-        dead_letters::Selection::All
-    } else {
-        dead_letters::Selection::Seqs(seq)
+/// Which dead letters `replay` and `purge` take.
+#[derive(clap::Args)]
+#[command(group(ArgGroup::new("which").required(true)))]
+struct Chosen {
+    /// Only the dead letters of this role.
+    #[arg(long)]
+    role: Option<String>,
+    /// The stream sequence numbers of the dead letters (from `list`).
+    #[arg(long, num_args = 1.., group = "which")]
+    seq: Vec<u64>,
+    /// Every dead letter (of --role, when given).
+    #[arg(long, group = "which")]
+    all: bool,
+}
+
+impl Chosen {
+    /// The role and the selection.
+    fn split(self) -> (Option<String>, dead_letters::Selection) {
+        let selection = if self.all {
+            dead_letters::Selection::All
+        } else {
+            dead_letters::Selection::Seqs(self.seq)
+        };
+        (self.role, selection)
     }
 }
 
@@ -398,11 +395,13 @@ async fn main() -> ExitCode {
                 DeadLetterAction::List { role, json } => {
                     (role, dead_letters::Action::List { json })
                 }
-                DeadLetterAction::Replay { role, seq, all } => {
-                    (role, dead_letters::Action::Replay(selection(seq, all)))
+                DeadLetterAction::Replay(chosen) => {
+                    let (role, selection) = chosen.split();
+                    (role, dead_letters::Action::Replay(selection))
                 }
-                DeadLetterAction::Purge { role, seq, all } => {
-                    (role, dead_letters::Action::Purge(selection(seq, all)))
+                DeadLetterAction::Purge(chosen) => {
+                    let (role, selection) = chosen.split();
+                    (role, dead_letters::Action::Purge(selection))
                 }
             };
             dead_letters::dead_letters(dead_letters::DeadLettersArgs {
