@@ -192,6 +192,22 @@ pub fn run_transport(app: &AppConfig, env: &Env) -> Result<RunTransport, String>
         Some(name) => name,
         None => app.nats_app(),
     };
+    // One way to log in, checked before any service starts.
+    let source = if env.get(env::NATS_URL).is_some() {
+        env.label(env::NATS_URL)
+    } else {
+        "the application's nats-url:".to_owned()
+    };
+    let url_auth = env::nats_servers_and_auth(&url)
+        .ok()
+        .and_then(|(_, auth)| auth)
+        .map(|auth| env::describe_url_auth(&auth, &source));
+    env::check_one_nats_login(
+        url_auth.as_deref(),
+        env.get(env::NATS_NKEY_FILE).is_some(),
+        env.get(env::NATS_CREDS_FILE).is_some(),
+    )
+    .map_err(|(var, message)| env.error(var, message).to_string())?;
     Ok(RunTransport::Nats(NatsTarget {
         url,
         app: name,
@@ -731,7 +747,7 @@ mod tests {
         std::fs::write(&nkey, seed).unwrap();
         // Relative to the directory `exo run` was started in.
         let env = Env::from_pairs([
-            (env::NATS_URL, "nats://ann:s3cret@h:4222".to_owned()),
+            (env::NATS_URL, "nats://h:4222".to_owned()),
             (env::NATS_CA_FILE, "Cargo.toml".to_owned()),
             (env::NATS_CERT_FILE, "Cargo.toml".to_owned()),
             (env::NATS_KEY_FILE, "src/run.rs".to_owned()),
@@ -750,14 +766,32 @@ mod tests {
                 (env::NATS_NKEY_FILE, nkey.clone()),
             ]
         );
-        assert_eq!(target.url, "nats://ann:s3cret@h:4222");
+        assert_eq!(target.url, "nats://h:4222");
+        // One way to log in: a password in the URL and an NKey are refused
+        // before any service starts.
+        let e = run_transport(
+            &nats_app(),
+            &env.with(env::NATS_URL, "nats://ann:s3cret@h:4222"),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with(
+                "$NATS_NKEY_FILE: cannot be used together with the user and password in NATS_URL"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
         let e = run_transport(&nats_app(), &env.without(env::NATS_KEY_FILE)).unwrap_err();
         assert!(e.starts_with("$NATS_KEY_FILE: is not set"), "{e}");
         let e =
             run_transport(&nats_app(), &env.with(env::NATS_NKEY_FILE, "Cargo.toml")).unwrap_err();
         assert!(e.starts_with("$NATS_NKEY_FILE: "), "{e}");
-        let e =
-            run_transport(&nats_app(), &env.with(env::NATS_CREDS_FILE, "/no/x.creds")).unwrap_err();
+        let e = run_transport(
+            &nats_app(),
+            &env.without(env::NATS_NKEY_FILE)
+                .with(env::NATS_CREDS_FILE, "/no/x.creds"),
+        )
+        .unwrap_err();
         assert_eq!(e, "$NATS_CREDS_FILE: no such file: /no/x.creds");
     }
 }

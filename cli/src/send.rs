@@ -57,17 +57,24 @@ pub struct NatsFlags {
     pub application: Option<PathBuf>,
 }
 
+/// The flag that stands in for `NATS_URL` (and `EXOSERVICE_TRANSPORT=nats`).
+pub const NATS_FLAG: &str = "--nats";
+/// The flag that stands in for `EXOSERVICE_APPLICATION`.
+pub const APP_FLAG: &str = "--app";
+
 impl NatsFlags {
-    /// `env` with these settings in place of their variables.
+    /// `env` with these settings in place of their variables; errors about
+    /// a value given by a flag name the flag (`--nats: …`), not the
+    /// variable.
     pub fn apply(&self, env: &Env) -> Env {
         let mut env = env.clone();
         if let Some(url) = &self.url {
             env = env
-                .with(env::TRANSPORT, Transport::Nats.as_str())
-                .with(env::NATS_URL, url.clone());
+                .with_source(env::TRANSPORT, Transport::Nats.as_str(), NATS_FLAG)
+                .with_source(env::NATS_URL, url.clone(), NATS_FLAG);
         }
         if let Some(app) = &self.application {
-            env = env.with(env::APPLICATION, app.display().to_string());
+            env = env.with_source(env::APPLICATION, app.display().to_string(), APP_FLAG);
         }
         env
     }
@@ -244,5 +251,90 @@ mod tests {
                 .tool_settings(&env.with(env::APP, "a.b"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn errors_about_a_flag_value_name_the_flag() {
+        let two_users = "nats://ann:s3cret@h1,nats://bob:x@h2";
+        let flags = NatsFlags {
+            url: Some(two_users.into()),
+            application: None,
+        };
+        // exo status --nats, exo dead-letters.
+        let e = flags.tool_settings(&Env::empty()).unwrap_err();
+        assert!(
+            e.starts_with("--nats: carries different credentials"),
+            "{e}"
+        );
+        assert!(!e.contains("NATS_URL") && !e.contains("s3cret"), "{e}");
+        // exo send --nats.
+        let args = SendArgs {
+            name: "ping".into(),
+            payload: None,
+            role: TOOL_ROLE.into(),
+            host: "localhost".into(),
+            port: 3100,
+            wait: false,
+            timeout: Duration::from_secs(1),
+            json: false,
+            token: None,
+            url: None,
+            ca_file: None,
+        };
+        let routes = Env::from_pairs([(env::ROUTES, "{}")]);
+        let e = send_config(&args, &flags.apply(&routes)).unwrap_err();
+        assert!(
+            e.starts_with("--nats: carries different credentials"),
+            "{e}"
+        );
+        // A ',' in a password given with --nats.
+        let comma = NatsFlags {
+            url: Some("nats://ann:pa,ss@127.0.0.1:14567".into()),
+            application: None,
+        };
+        let e = comma.tool_settings(&Env::empty()).unwrap_err();
+        assert!(
+            e.starts_with(
+                "--nats: has a bad port in entry 1 of \"nats://ann:***,***@127.0.0.1:14567\""
+            ) && e.contains("%2C"),
+            "{e}"
+        );
+        // The same value from the variable names the variable.
+        let e = NatsFlags::default()
+            .tool_settings(&Env::from_pairs([(env::NATS_URL, two_users)]))
+            .unwrap_err();
+        assert!(
+            e.starts_with("$NATS_URL: carries different credentials"),
+            "{e}"
+        );
+        // Two ways to log in: the flag and the variable are named.
+        let dir = tempfile::tempdir().unwrap();
+        let nkey = dir.path().join("user.nk");
+        std::fs::write(
+            &nkey,
+            "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU\n",
+        )
+        .unwrap();
+        let login = NatsFlags {
+            url: Some("nats://ann:s3cret@h1".into()),
+            application: None,
+        };
+        let with_nkey = Env::from_pairs([(env::NATS_NKEY_FILE, nkey.display().to_string())]);
+        let e = login.tool_settings(&with_nkey).unwrap_err();
+        assert!(
+            e.starts_with(
+                "$NATS_NKEY_FILE: cannot be used together with the user and password in --nats: "
+            ),
+            "{e}"
+        );
+        let e = send_config(&args, &login.apply(&with_nkey.with(env::ROUTES, "{}"))).unwrap_err();
+        assert!(e.contains("the user and password in --nats"), "{e}");
+        // --app names itself too.
+        let app = NatsFlags {
+            url: None,
+            application: Some(dir.path().join("missing")),
+        };
+        let e = app.tool_settings(&Env::empty()).unwrap_err();
+        assert!(e.starts_with("--app: no such file or directory"), "{e}");
     }
 }

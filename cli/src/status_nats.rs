@@ -36,7 +36,15 @@ pub async fn status(flags: &NatsFlags, wait: Duration, timeout: Duration) -> i32
     };
     let gathered = async {
         let client = connect_once(&settings, "exo-status", timeout).await?;
-        gather(&client, &settings, wait).await
+        let limit = wait + timeout.saturating_mul(3);
+        tokio::time::timeout(limit, gather(&client, &settings, wait, timeout))
+            .await
+            .map_err(|_| {
+                format!(
+                    "NATS at {} did not answer within {limit:?}",
+                    settings.display_url()
+                )
+            })?
     };
     match gathered.await {
         Ok(status) => {
@@ -75,30 +83,46 @@ pub struct NatsStatus {
     pub routes: exoservice::routes::Routes,
     /// The instances that answered, by role and instance.
     pub instances: Vec<Presence>,
-    /// The at-least-once queue of each role that takes messages so
-    /// (`None`: the application has no stream yet).
-    pub queues: Option<BTreeMap<String, Queue>>,
+    /// What the application's stream holds.
+    pub queues: Queues,
+}
+
+/// What the application's stream holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Queues {
+    /// The queue of each role that takes messages at-least-once (by the
+    /// routes, or by what is stored for it).
+    Roles(BTreeMap<String, Queue>),
+    /// The application has no stream yet.
+    NoStream,
+    /// JetStream cannot be asked (not enabled on the server or for the
+    /// account); why.
+    Unavailable(String),
 }
 
 /// Asks the instances who is online (answers within `wait`) and reads the
-/// application's stream.
+/// application's stream (each request within `timeout`).
 pub async fn gather(
     client: &Client,
     settings: &NatsSettings,
     wait: Duration,
+    timeout: Duration,
 ) -> Result<NatsStatus, String> {
     let app = &settings.app;
     let instances = probe(client, app, wait).await?;
-    let js = jetstream::new(client.clone());
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(timeout);
     let queues = match js.get_stream(stream_name(app)).await {
-        Ok(stream) => Some(queues(&stream, settings).await?),
+        Ok(stream) => Queues::Roles(queues(&stream, settings).await?),
         Err(e) => match e.kind() {
             jetstream::context::GetStreamErrorKind::JetStream(j)
                 if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
             {
-                None
+                Queues::NoStream
             }
-            _ => return Err(format!("cannot read stream {}: {e}", stream_name(app))),
+            // No JetStream (a server without it, or an account without
+            // it): services with only at-most-once messages run so.
+            _ => Queues::Unavailable(e.to_string()),
         },
     };
     Ok(NatsStatus {
@@ -135,15 +159,30 @@ async fn queues(
         })?;
         counts.insert(subject, n as u64);
     }
+    // The roles that take messages at-least-once by the routes, and those
+    // something is stored for (without routes, only these).
+    let stored_for = |subject: &str| {
+        let durable = durable_subject(app, "");
+        let dead = dead_letter_subject(app, "");
+        subject
+            .strip_prefix(durable.as_str())
+            .or_else(|| subject.strip_prefix(dead.as_str()))
+            .map(str::to_owned)
+    };
+    let roles: BTreeSet<String> = settings
+        .routes
+        .roles
+        .iter()
+        .filter(|(_, own)| !own.at_least_once.is_empty())
+        .map(|(role, _)| role.clone())
+        .chain(counts.keys().filter_map(|s| stored_for(s)))
+        .collect();
     let mut queues = BTreeMap::new();
-    for (role, own) in &settings.routes.roles {
+    for role in &roles {
         let dead_letters = counts
             .get(&dead_letter_subject(app, role))
             .copied()
             .unwrap_or(0);
-        if own.at_least_once.is_empty() && dead_letters == 0 {
-            continue;
-        }
         let consumer = stream.consumer_info(role).await.ok();
         queues.insert(
             role.clone(),
@@ -255,17 +294,23 @@ pub fn render(status: &NatsStatus) -> String {
 
     out.push('\n');
     match &status.queues {
-        None => {
+        Queues::Unavailable(why) => {
+            let _ = writeln!(
+                out,
+                "JetStream is not available ({why}): services with at-least-once messages cannot run here"
+            );
+        }
+        Queues::NoStream => {
             let _ = writeln!(
                 out,
                 "no stream {} yet: no service of the application takes messages at-least-once",
                 stream_name(&status.app)
             );
         }
-        Some(queues) if queues.is_empty() => {
+        Queues::Roles(queues) if queues.is_empty() => {
             out.push_str("no role takes messages at-least-once\n");
         }
-        Some(queues) => {
+        Queues::Roles(queues) => {
             let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
             let rows: Vec<Vec<String>> = queues
                 .iter()
@@ -351,7 +396,7 @@ mod tests {
                 presence("worker", "worker-0000000b", false),
                 presence("worker", "worker-0000000c", true),
             ],
-            queues: Some(BTreeMap::from([(
+            queues: Queues::Roles(BTreeMap::from([(
                 "worker".to_owned(),
                 Queue {
                     stored: 7,
@@ -408,7 +453,7 @@ mod tests {
             app: "shop".into(),
             routes: exoservice::routes::Routes::default(),
             instances: vec![presence("ghost", "ghost-00000001", false)],
-            queues: None,
+            queues: Queues::NoStream,
         };
         let text = render(&status);
         assert!(text.contains("\nghost          1  -      -\n"), "{text}");
@@ -431,6 +476,15 @@ mod tests {
             render(&empty).contains("no instance answered"),
             "{render}",
             render = render(&empty)
+        );
+        let no_jetstream = NatsStatus {
+            queues: Queues::Unavailable("jetstream not enabled".into()),
+            ..empty
+        };
+        let text = render(&no_jetstream);
+        assert!(
+            text.contains("JetStream is not available (jetstream not enabled)"),
+            "{text}"
         );
     }
 }

@@ -271,6 +271,22 @@ async fn prints_the_instances_and_queues_of_an_application_on_nats() {
     );
     assert!(text.contains("exo dead-letters list"), "{text}");
 
+    // Without routes: the roles are those that answer, and those the
+    // stream holds something for.
+    let (code, out, err) = exo_status(&args, &env[..1]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("(no routes given"), "{out}");
+    assert_eq!(
+        row(&out, &["worker", "2"]),
+        ["worker", "2", "-", "-"],
+        "{out}"
+    );
+    assert_eq!(
+        row(&out, &["worker", "0"]),
+        ["worker", "0", "0", "0", "1"],
+        "{out}"
+    );
+
     // One worker stops: it no longer answers.
     services[0].drain().await;
     let (code, out, _) = exo_status(&args, &env).await;
@@ -299,4 +315,59 @@ async fn an_unreachable_nats_is_a_clear_error() {
         err.contains(&format!("cannot reach NATS at {url}")),
         "{err}"
     );
+}
+
+/// Services with only at-most-once messages run on a server without
+/// JetStream; `exo status --nats` shows them and says that JetStream is not
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_jetstream_still_shows_its_instances() {
+    let binary = exoservice::testing::nats::nats_server_binary().expect("nats-server");
+    let port = free_port();
+    let _server = tokio::process::Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server starts");
+    let url = format!("nats://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nats-server listens"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let app = format!("nj{:08x}", fastrand::u32(..));
+    let routes = r#"{"web":{"sends":["ping"]},"ping":{"receives":["ping"]}}"#;
+    let config =
+        exoservice::config::ServiceConfig::from_parts("ping", ["ping"], Vec::<&str>::new())
+            .with_nats(exoservice::config::NatsSettings::new(
+                &url,
+                &app,
+                exoservice::routes::Routes::from_json(routes).unwrap(),
+            ));
+    let ping = exoservice::Engine::new(config);
+    ping.announce_online(false);
+    ping.handle("ping").unwrap();
+    ping.connect().unwrap();
+    assert!(
+        ping.wait_online(WAIT).await,
+        "at-most-once needs no JetStream"
+    );
+
+    let env = [
+        ("EXOSERVICE_APP", app.clone()),
+        ("EXOSERVICE_ROUTES", routes.to_owned()),
+    ];
+    let (code, out, err) = exo_status(&["--nats", &url, "--interval", "0.5"], &env).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(row(&out, &["ping"]), ["ping", "1", "-", "ping"], "{out}");
+    assert!(out.contains("JetStream is not available"), "{out}");
+    ping.drain().await;
 }

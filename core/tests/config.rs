@@ -919,7 +919,7 @@ fn nats_tls_and_key_files_are_checked_and_kept_out_of_sight() {
     let d = dir_with(&[
         ("service.yml", PING_SERVICE),
         ("tls/cert.pem", "certificate"),
-        ("tls/key.pem", "key"),
+        ("tls/key.pem", "pr1vate-k3y-b0dy\n"),
         ("user.nk", &format!("{seed}\n")),
         (
             "user.pub",
@@ -938,29 +938,37 @@ fn nats_tls_and_key_files_are_checked_and_kept_out_of_sight() {
     ]);
     let path = |name: &str| d.path().join(name).display().to_string();
     let (cert, key, nkey) = (path("tls/cert.pem"), path("tls/key.pem"), path("user.nk"));
-    let c = load(
-        d.path(),
-        &nats_env(&[
-            ("NATS_URL", "nats://ann:pa55word@h:4222"),
-            ("NATS_CERT_FILE", &cert),
-            ("NATS_KEY_FILE", &key),
-            ("NATS_NKEY_FILE", &nkey),
-            ("NATS_CREDS_FILE", &path("user.creds")),
-        ]),
-    )
-    .unwrap();
+    let creds = path("user.creds");
+    // A client certificate goes with each way to log in: a password in
+    // the URL, an NKey seed, a .creds file.
+    let with_cert = |login: (&'static str, &str)| {
+        load(
+            d.path(),
+            &nats_env(&[login, ("NATS_CERT_FILE", &cert), ("NATS_KEY_FILE", &key)]),
+        )
+        .unwrap()
+    };
+    let c = with_cert(("NATS_URL", "nats://ann:pa55word@h:4222"));
     let n = c.nats.as_ref().unwrap();
     let pair = n.client_cert.as_ref().unwrap();
     assert_eq!(pair.cert_file, d.path().join("tls/cert.pem"));
     assert_eq!(pair.key_file, d.path().join("tls/key.pem"));
-    assert_eq!(n.nkey.as_ref().unwrap().expose(), seed);
-    assert!(n.creds.as_ref().unwrap().expose().contains(seed));
     assert_eq!(n.display_url(), "nats://ann:***@h:4222");
+    assert!(n.nkey.is_none() && n.creds.is_none());
     let shown = format!("{c:?}");
-    assert!(
-        !shown.contains(seed) && !shown.contains("pa55word"),
-        "Debug shows a secret: {shown}"
-    );
+    assert!(!shown.contains("pa55word"), "Debug shows a secret: {shown}");
+    let c = with_cert(("NATS_NKEY_FILE", &nkey));
+    let n = c.nats.as_ref().unwrap();
+    assert!(n.client_cert.is_some());
+    assert_eq!(n.nkey.as_ref().unwrap().expose(), seed);
+    let shown = format!("{c:?}");
+    assert!(!shown.contains(seed), "Debug shows a secret: {shown}");
+    let c = with_cert(("NATS_CREDS_FILE", &creds));
+    let n = c.nats.as_ref().unwrap();
+    assert!(n.client_cert.is_some());
+    assert!(n.creds.as_ref().unwrap().expose().contains(seed));
+    let shown = format!("{c:?}");
+    assert!(!shown.contains(seed), "Debug shows a secret: {shown}");
 
     // A certificate needs its key and the other way round.
     let e = err(d.path(), &nats_env(&[("NATS_CERT_FILE", &cert)]));
@@ -987,7 +995,7 @@ fn nats_tls_and_key_files_are_checked_and_kept_out_of_sight() {
         &nats_env(&[("NATS_NKEY_FILE", &path("tls/key.pem"))]),
     );
     assert!(
-        e.contains("no user NKey seed") && !e.contains("key\n"),
+        e.contains("no user NKey seed") && !e.contains("pr1vate-k3y-b0dy"),
         "{e}"
     );
     // A .creds file needs a JWT and a seed.
@@ -1020,5 +1028,121 @@ fn nats_tls_and_key_files_are_checked_and_kept_out_of_sight() {
     assert!(
         e.contains("different credentials") && !e.contains("one") && !e.contains("two"),
         "{e}"
+    );
+}
+
+#[test]
+fn a_nats_user_logs_in_one_way() {
+    let seed = "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU";
+    let d = dir_with(&[
+        ("service.yml", PING_SERVICE),
+        ("user.nk", &format!("{seed}\n")),
+        (
+            "user.creds",
+            &format!(
+                "-----BEGIN NATS USER JWT-----\neyJhIjoxfQ.eyJiIjoyfQ.c2ln\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+            ),
+        ),
+    ]);
+    let nkey = d.path().join("user.nk").display().to_string();
+    let creds = d.path().join("user.creds").display().to_string();
+    let rule = "a NATS user logs in one way only";
+    for (vars, expected) in [
+        (
+            vec![
+                ("NATS_URL", "nats://ann:pa55word@h:4222"),
+                ("NATS_NKEY_FILE", &nkey),
+            ],
+            "$NATS_NKEY_FILE: cannot be used together with the user and password in NATS_URL: ",
+        ),
+        (
+            vec![("NATS_URL", "nats://t0ken@h"), ("NATS_CREDS_FILE", &creds)],
+            "$NATS_CREDS_FILE: cannot be used together with the token in NATS_URL: ",
+        ),
+        (
+            vec![("NATS_NKEY_FILE", &nkey), ("NATS_CREDS_FILE", &creds)],
+            "$NATS_CREDS_FILE: cannot be used together with NATS_NKEY_FILE: ",
+        ),
+        (
+            vec![
+                ("NATS_URL", "h1,nats://ann:pa55word@h2"),
+                ("NATS_NKEY_FILE", &nkey),
+                ("NATS_CREDS_FILE", &creds),
+            ],
+            "$NATS_NKEY_FILE: cannot be used together with the user and password in NATS_URL: ",
+        ),
+    ] {
+        let e = err(d.path(), &nats_env(&vars));
+        assert!(e.starts_with(expected) && e.contains(rule), "{e}");
+        assert!(
+            !e.contains("pa55word") && !e.contains("t0ken") && !e.contains(seed),
+            "{e}"
+        );
+    }
+
+    // Credentials in the application's nats-url: count too.
+    let app = nats_app_dir(&NATS_APP.replace(
+        "nats-url: nats-1:4223, nats-2:4223",
+        "nats-url: nats://ann:pa55word@nats-1:4223",
+    ));
+    let e = ServiceConfig::load_with(
+        &app.path().join("todo-service"),
+        &Env::from_pairs([
+            ("EXOSERVICE_APPLICATION", app.path().display().to_string()),
+            ("NATS_CREDS_FILE", creds.clone()),
+        ]),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("$NATS_CREDS_FILE: cannot be used together with the user and password in the nats-url: of the application (EXOSERVICE_APPLICATION): "),
+        "{e}"
+    );
+
+    // Settings made in code are refused when they connect.
+    let mut settings = NatsSettings::new("nats://ann:pa55word@h", "app", Routes::default());
+    settings.creds = Some(env::Secret::new("creds"));
+    let e = settings.check_login().unwrap_err();
+    assert!(
+        e.starts_with(
+            "NATS_CREDS_FILE: cannot be used together with the user and password in NATS_URL: "
+        ),
+        "{e}"
+    );
+    let e = settings.connect_options().map(|_| ()).unwrap_err();
+    assert!(e.contains(rule), "{e}");
+}
+
+#[test]
+fn a_comma_in_a_nats_password_is_never_shown() {
+    let d = dir_with(&[("service.yml", PING_SERVICE)]);
+    for url in [
+        "nats://ann:pa,ss@127.0.0.1:14567",
+        "nats://ann:40,22@127.0.0.1:14567",
+    ] {
+        let e = err(d.path(), &nats_env(&[("NATS_URL", url)]));
+        assert!(e.starts_with("$NATS_URL: "), "{e}");
+        assert!(
+            e.contains("nats://ann:***,***@127.0.0.1:14567")
+                && e.contains("a ',' in a password or token must be written %2C"),
+            "{e}"
+        );
+        let fragments = url["nats://ann:".len()..url.find('@').unwrap()].split(',');
+        for fragment in fragments {
+            assert!(!e.contains(&format!("\"{fragment}\"")), "{e}");
+            assert!(!e.contains(&format!(":{fragment}")), "{e}");
+            assert!(!e.contains(&format!("{fragment}@")), "{e}");
+        }
+    }
+    // Written %2C, the ',' is part of the password.
+    let c = load(
+        d.path(),
+        &nats_env(&[("NATS_URL", "nats://ann:pa%2Css@127.0.0.1:14567")]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.nats.unwrap().display_url(),
+        "nats://ann:***@127.0.0.1:14567"
     );
 }

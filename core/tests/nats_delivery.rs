@@ -468,7 +468,7 @@ async fn messages_of_an_instance_that_dies_on_their_last_attempt_are_dead_letter
     let counted = "exoservice_dead_letters_total{message=\"job\"} 5";
     let metrics = http::metrics_with(b.metrics_addr().expect("metrics"), &[counted], WAIT).await;
     assert!(
-        metrics.contains(counted),
+        http::has_line(&metrics, counted),
         "{counted} in B's metrics:\n{metrics}"
     );
 
@@ -493,6 +493,14 @@ async fn messages_of_an_instance_that_dies_on_their_last_attempt_are_dead_letter
     })
     .await;
     assert_eq!(taken, Ok(()));
+    // Counted once each, also after everything settled.
+    let metrics = http::get(b.metrics_addr().expect("metrics"), "/metrics")
+        .await
+        .body;
+    assert!(
+        http::has_line(&metrics, counted),
+        "{counted} in B's metrics:\n{metrics}"
+    );
     let last = stream_now(&js, &app)
         .await
         .expect("the stream")

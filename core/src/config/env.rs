@@ -166,20 +166,20 @@ impl BusUrl {
     }
 }
 
-/// Splits `host:port` or `[v6]:port` (the port may be absent); `text`
-/// names what is read in errors.
+/// Splits `host:port` or `[v6]:port` (the port may be absent); `place`
+/// names what is read in errors (quoted already).
 fn split_host_port<'a>(
     authority: &'a str,
-    text: &str,
+    place: &str,
 ) -> Result<(&'a str, Option<&'a str>), String> {
     if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6
             .split_once(']')
-            .ok_or_else(|| format!("has an unclosed '[' in {text:?}"))?;
+            .ok_or_else(|| format!("has an unclosed '[' in {place}"))?;
         match after.strip_prefix(':') {
             Some(port) => Ok((host, Some(port))),
             None if after.is_empty() => Ok((host, None)),
-            None => Err(format!("has a bad host in {text:?}")),
+            None => Err(format!("has a bad host in {place}")),
         }
     } else {
         Ok(match authority.rsplit_once(':') {
@@ -205,7 +205,7 @@ pub fn bus_url(text: &str) -> Result<BusUrl, String> {
     if authority.contains('@') {
         return Err("must not hold a user name or password (use EXOCOM_TOKEN)".into());
     }
-    let (host, port) = split_host_port(authority, authority)?;
+    let (host, port) = split_host_port(authority, &format!("{authority:?}"))?;
     if host.is_empty() {
         return Err(format!("has no host: {text:?}"));
     }
@@ -316,17 +316,22 @@ pub enum NatsUrlAuth {
 /// which must all be the same (one connection authenticates one way with
 /// every server it reaches); `None` when no server carries credentials.
 pub fn nats_list_auth(servers: &[NatsServer]) -> Result<Option<NatsUrlAuth>, String> {
+    let shown = servers
+        .iter()
+        .map(NatsServer::to_display_url)
+        .collect::<Vec<_>>()
+        .join(",");
+    list_auth(servers, &shown)
+}
+
+/// [`nats_list_auth`], naming the list as `shown` in its error.
+fn list_auth(servers: &[NatsServer], shown: &str) -> Result<Option<NatsUrlAuth>, String> {
     let mut found: Option<NatsUrlAuth> = None;
     for auth in servers.iter().filter_map(NatsServer::auth) {
         match &found {
             Some(first) if *first != auth => {
                 return Err(format!(
-                    "carries different credentials for different servers ({}); a service authenticates the same way with every server of the list, so give them all the same credentials",
-                    servers
-                        .iter()
-                        .map(NatsServer::to_display_url)
-                        .collect::<Vec<_>>()
-                        .join(",")
+                    "carries different credentials for different servers ({shown}); a service authenticates the same way with every server of the list, so give them all the same credentials"
                 ));
             }
             Some(_) => {}
@@ -368,28 +373,63 @@ fn percent_decode(text: &str) -> String {
 /// Reads one NATS URL or a comma-separated list of them (cluster seeds):
 /// each `nats://HOST:PORT`, `tls://HOST:PORT` or `HOST:PORT`, the port
 /// optional (4222), optionally with `user:password@` or `token@` before the
-/// host.
+/// host (a `,` in a password or token is written `%2C`: the list is split
+/// at every `,`). An entry with credentials and no scheme may not follow
+/// one without credentials (the two could be one URL whose password holds
+/// a `,`). Errors show the list as [`nats_display_url`] does.
 pub fn nats_servers(text: &str) -> Result<Vec<NatsServer>, String> {
+    let shown = shown_pieces(text);
+    let list = join_shown(&shown);
     let mut out = Vec::new();
-    for part in text.split(',') {
+    for (i, (part, piece)) in text.split(',').zip(&shown).enumerate() {
+        // A piece that may hold part of a password is named by its place.
+        let place = if piece.masked {
+            format!("entry {} of {list:?}", i + 1)
+        } else {
+            format!("{:?}", piece.text.trim())
+        };
+        let hint = if piece.masked {
+            "; the list is split at every ',', so a ',' in a password or token must be written %2C"
+        } else {
+            ""
+        };
         let part = part.trim();
         if part.is_empty() {
             return Err(format!(
-                "has an empty entry in {:?} (expected one URL or a comma-separated list like nats://host1:4222,nats://host2:4222)",
-                nats_display_url(text)
+                "has an empty entry in {list:?} (expected one URL or a comma-separated list like nats://host1:4222,nats://host2:4222){hint}"
             ));
         }
-        out.push(nats_server(part)?);
+        // Whatever stands in the text may be part of a credential when
+        // any entry carries one: then no piece of it is quoted raw.
+        let server =
+            nats_server(part, &place, text.contains('@')).map_err(|e| format!("{e}{hint}"))?;
+        out.push(server);
+    }
+    // Every piece parses, yet some may be the pieces of one URL whose
+    // password or token holds a ',': refused rather than guessed.
+    if let Some(i) = shown.iter().position(|p| p.masked && p.text.contains('@')) {
+        return Err(format!(
+            "has credentials without a scheme in entry {n} of {list:?}, right after an entry without credentials: the two may be one URL whose password or token holds a ','; the list is split at every ',', so a ',' in a password or token must be written %2C (if they are two servers, write entry {n} with its scheme: nats://USER:PASSWORD@HOST)",
+            n = i + 1
+        ));
     }
     Ok(out)
+}
+
+/// [`nats_servers`] and the one set of credentials the list carries (see
+/// [`nats_list_auth`]); errors show the list as [`nats_display_url`]
+/// does.
+pub fn nats_servers_and_auth(text: &str) -> Result<(Vec<NatsServer>, Option<NatsUrlAuth>), String> {
+    let servers = nats_servers(text)?;
+    let auth = list_auth(&servers, &nats_display_url(text))?;
+    Ok((servers, auth))
 }
 
 /// [`nats_servers`], written back out as one comma-separated list of full
 /// URLs (a bare `HOST:PORT` becomes `nats://HOST:PORT`); the servers that
 /// carry credentials must all carry the same (see [`nats_list_auth`]).
 pub fn nats_url(text: &str) -> Result<String, String> {
-    let servers = nats_servers(text)?;
-    nats_list_auth(&servers)?;
+    let (servers, _) = nats_servers_and_auth(text)?;
     Ok(servers
         .iter()
         .map(NatsServer::to_url)
@@ -400,13 +440,102 @@ pub fn nats_url(text: &str) -> Result<String, String> {
 /// A NATS URL, or a comma-separated list of them, made fit to show (in a
 /// log line, an error, a tool's output): a password becomes `***`
 /// (`nats://user:***@host:4222`), a token too (`nats://***@host:4222`).
-/// Everything else stays as written, and the text need not be a valid
-/// list: whatever stands before an `@` in an entry is redacted.
+/// The text need not be a valid list: whatever stands before an `@` in an
+/// entry is redacted, and so is every piece that may be part of a password
+/// or token holding a `,` (a piece without `@` followed by one with an `@`
+/// and no scheme: `nats://ann:pa,ss@host` shows as
+/// `nats://ann:***,***@host`). Everything else stays as written.
 pub fn nats_display_url(text: &str) -> String {
-    text.split(',')
-        .map(redact_entry)
+    join_shown(&shown_pieces(text))
+}
+
+/// One piece (between two `,`) of a NATS URL list as shown.
+struct ShownPiece {
+    /// The piece fit to show.
+    text: String,
+    /// Whether the piece may hold part of a password or token that holds a
+    /// `,` (so it is not shown as written).
+    masked: bool,
+}
+
+fn join_shown(pieces: &[ShownPiece]) -> String {
+    pieces
+        .iter()
+        .map(|p| p.text.as_str())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Whether a piece of a NATS URL list starts with a scheme (`nats://`).
+fn has_scheme(piece: &str) -> bool {
+    piece.find("://").is_some_and(|i| {
+        let scheme = piece[..i].trim_start();
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
+}
+
+/// The pieces of a NATS URL list, each made fit to show. A `,` in a
+/// password or token splits its entry: the pieces before the one holding
+/// the `@` carry the user name and the front of the password, that piece
+/// the rest of it. So a piece without `@` is masked when a later piece
+/// holds an `@`, no piece up to that one has a scheme (a scheme starts a
+/// new entry) and none between holds an `@`; the first of such a run
+/// keeps its scheme and user name, the others show as `***`, and the
+/// piece with the `@` shows `***` for all that stands before its `@`.
+fn shown_pieces(text: &str) -> Vec<ShownPiece> {
+    let pieces: Vec<&str> = text.split(',').collect();
+    // Whether piece `i` (without `@`) may be the front of a later entry's
+    // credentials.
+    let front = |i: usize| {
+        !pieces[i].contains('@')
+            && pieces[i + 1..]
+                .iter()
+                .take_while(|p| !has_scheme(p))
+                .find(|p| p.contains('@'))
+                .is_some()
+    };
+    let fronts: Vec<bool> = (0..pieces.len()).map(front).collect();
+    let lead = |p: &str| p[..p.len() - p.trim_start().len()].to_owned();
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let after_front = i > 0 && fronts[i - 1] && !has_scheme(piece);
+            if fronts[i] && after_front {
+                ShownPiece {
+                    text: format!("{}***", lead(piece)),
+                    masked: true,
+                }
+            } else if fronts[i] {
+                // The start of an entry: its scheme and user name show.
+                let trimmed = piece.trim_start();
+                let (scheme, rest) = match trimmed.find("://") {
+                    Some(at) => trimmed.split_at(at + 3),
+                    None => ("", trimmed),
+                };
+                ShownPiece {
+                    text: format!("{}{scheme}{}", lead(piece), redact_userinfo(rest)),
+                    masked: true,
+                }
+            } else if after_front {
+                // Holds the '@' that ends the credentials the pieces before
+                // began: nothing before it is shown.
+                let at = piece.rfind('@').unwrap_or(0);
+                ShownPiece {
+                    text: format!("{}***{}", lead(piece), &piece[at..]),
+                    masked: true,
+                }
+            } else {
+                ShownPiece {
+                    text: redact_entry(piece),
+                    masked: false,
+                }
+            }
+        })
+        .collect()
 }
 
 /// One entry of [`nats_display_url`].
@@ -432,41 +561,42 @@ fn redact_entry(entry: &str) -> String {
     }
 }
 
-fn nats_server(raw: &str) -> Result<NatsServer, String> {
+/// One entry of a NATS URL list; `place` names it in errors (already
+/// quoted, with credentials redacted); with `secret`, the list carries
+/// credentials somewhere and no part of the entry is quoted raw.
+fn nats_server(raw: &str, place: &str, secret: bool) -> Result<NatsServer, String> {
     const SHAPE: &str = "nats://HOST:PORT, tls://HOST:PORT or HOST:PORT";
-    // Errors quote the entry with its password or token redacted.
-    let text = nats_display_url(raw);
-    let text = text.as_str();
     let lower = raw.to_ascii_lowercase();
     let (tls, rest) = if lower.starts_with("tls://") {
         (true, &raw["tls://".len()..])
     } else if lower.starts_with("nats://") {
         (false, &raw["nats://".len()..])
     } else if raw.contains("://") {
-        return Err(format!("must be {SHAPE}, found {text:?}"));
+        return Err(format!("must be {SHAPE}, found {place}"));
     } else {
         (false, raw)
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#']) {
-        return Err(format!("must be {SHAPE} without a path, found {text:?}"));
+        return Err(format!("must be {SHAPE} without a path, found {place}"));
     }
     let (credentials, authority) = match rest.rsplit_once('@') {
-        Some(("", _)) => return Err(format!("has nothing before '@' in {text:?}")),
+        Some(("", _)) => return Err(format!("has nothing before '@' in {place}")),
         Some((c, a)) => (Some(Secret::new(c)), a),
         None => (None, rest),
     };
     let bracketed = authority.starts_with('[');
-    let (host, port) = split_host_port(authority, text)?;
+    let (host, port) = split_host_port(authority, place)?;
     let bad_char = |c: char| c.is_whitespace() || c == '[' || c == ']' || (c == ':' && !bracketed);
     if host.is_empty() || host.contains(bad_char) {
-        return Err(format!("has no usable host in {text:?} (expected {SHAPE})"));
+        return Err(format!("has no usable host in {place} (expected {SHAPE})"));
     }
     let port = match port {
         None => DEFAULT_NATS_PORT,
         Some(p) => match p.parse::<u16>() {
             Ok(p) if p > 0 => p,
-            _ => return Err(format!("has a bad port {p:?} in {text:?} (1 to 65535)")),
+            _ if secret => return Err(format!("has a bad port in {place} (1 to 65535)")),
+            _ => return Err(format!("has a bad port {p:?} in {place} (1 to 65535)")),
         },
     };
     Ok(NatsServer {
@@ -475,6 +605,40 @@ fn nats_server(raw: &str) -> Result<NatsServer, String> {
         host: host.to_owned(),
         port,
     })
+}
+
+/// Checks that a NATS client logs in one way at most: `url` names the
+/// credentials its server URL carries, if any (e.g. `the user and password
+/// in NATS_URL`); `nkey` and `creds` say whether `NATS_NKEY_FILE` and
+/// `NATS_CREDS_FILE` are set. A client certificate (`NATS_CERT_FILE`,
+/// `NATS_KEY_FILE`) is TLS and goes with any of them. The error is the
+/// variable at fault and what is wrong with it, naming the other one.
+pub fn check_one_nats_login(
+    url: Option<&str>,
+    nkey: bool,
+    creds: bool,
+) -> Result<(), (&'static str, String)> {
+    let (var, other) = match (url, nkey, creds) {
+        (Some(url), true, _) => (NATS_NKEY_FILE, url.to_owned()),
+        (Some(url), false, true) => (NATS_CREDS_FILE, url.to_owned()),
+        (None, true, true) => (NATS_CREDS_FILE, NATS_NKEY_FILE.to_owned()),
+        _ => return Ok(()),
+    };
+    Err((
+        var,
+        format!(
+            "cannot be used together with {other}: a NATS user logs in one way only, with a user and password or a token in the server URL, with an NKey seed (NATS_NKEY_FILE) or with a .creds file (NATS_CREDS_FILE, which holds its own seed); keep one and remove the other (a client certificate, NATS_CERT_FILE with NATS_KEY_FILE, may go with any of them)"
+        ),
+    ))
+}
+
+/// How [`check_one_nats_login`] names the credentials a server URL
+/// carries: `the user and password in SOURCE` or `the token in SOURCE`.
+pub fn describe_url_auth(auth: &NatsUrlAuth, source: &str) -> String {
+    match auth {
+        NatsUrlAuth::UserPassword { .. } => format!("the user and password in {source}"),
+        NatsUrlAuth::Token(_) => format!("the token in {source}"),
+    }
 }
 
 /// A client certificate and its private key, both PEM files
@@ -561,6 +725,9 @@ pub fn valid_token(token: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+    /// What errors call a variable whose value came from elsewhere than
+    /// the environment (a command-line flag such as `--nats`).
+    sources: HashMap<String, String>,
 }
 
 impl Env {
@@ -587,7 +754,10 @@ impl Env {
                 vars.insert(key.to_owned(), v);
             }
         }
-        Env { vars }
+        Env {
+            vars,
+            sources: HashMap::new(),
+        }
     }
 
     /// No variables set.
@@ -604,22 +774,52 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            sources: HashMap::new(),
         }
     }
 
     /// The same with one variable set (a value given in code that wins
     /// over the process's environment).
     pub fn with(&self, key: &str, value: impl Into<String>) -> Env {
-        let mut vars = self.vars.clone();
-        vars.insert(key.to_owned(), value.into());
-        Env { vars }
+        let mut env = self.clone();
+        env.vars.insert(key.to_owned(), value.into());
+        env.sources.remove(key);
+        env
+    }
+
+    /// The same with one variable set from a command-line flag: errors
+    /// about its value name `source` (e.g. `--nats`) instead of `$KEY`.
+    pub fn with_source(&self, key: &str, value: impl Into<String>, source: &str) -> Env {
+        let mut env = self.with(key, value);
+        env.sources.insert(key.to_owned(), source.to_owned());
+        env
     }
 
     /// The same without one variable.
     pub fn without(&self, key: &str) -> Env {
-        let mut vars = self.vars.clone();
-        vars.remove(key);
-        Env { vars }
+        let mut env = self.clone();
+        env.vars.remove(key);
+        env.sources.remove(key);
+        env
+    }
+
+    /// What a message calls a variable: the flag its value came from (see
+    /// [`Env::with_source`]), else its name (`NATS_URL`).
+    pub fn label(&self, key: &str) -> String {
+        self.sources
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| key.to_owned())
+    }
+
+    /// An error about a variable's value, rendered `$KEY: message`, or
+    /// `--flag: message` when the value came from a flag (see
+    /// [`Env::with_source`]).
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        match self.sources.get(key) {
+            Some(source) => ConfigError::new(source, message),
+            None => var_error(key, message),
+        }
     }
 
     /// A variable's value; empty or blank counts as unset.
@@ -636,7 +836,7 @@ impl Env {
             None => Ok(None),
             Some(v) => match v.parse::<u16>() {
                 Ok(p) if p > 0 => Ok(Some(p)),
-                _ => Err(var_error(
+                _ => Err(self.error(
                     EXOCOM_PORT,
                     format!("must be a port number from 1 to 65535, found {v:?}"),
                 )),
@@ -650,10 +850,7 @@ impl Env {
             None => Ok(None),
             Some(v) => match v.parse::<u64>() {
                 Ok(n) if n > 0 => Ok(Some(n)),
-                _ => Err(var_error(
-                    key,
-                    format!("must be a whole number above 0, found {v:?}"),
-                )),
+                _ => Err(self.error(key, format!("must be a whole number above 0, found {v:?}"))),
             },
         }
     }
@@ -664,7 +861,7 @@ impl Env {
         match self.get(METRICS_PORT) {
             None => Ok(None),
             Some(v) => v.parse::<u16>().map(Some).map_err(|_| {
-                var_error(
+                self.error(
                     METRICS_PORT,
                     format!("must be a port number from 0 to 65535, found {v:?}"),
                 )
@@ -677,7 +874,7 @@ impl Env {
         match self.get(METRICS_BIND) {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                var_error(
+                self.error(
                     METRICS_BIND,
                     format!("must be an IP address like 127.0.0.1 or 0.0.0.0, found {v:?}"),
                 )
@@ -689,7 +886,7 @@ impl Env {
     pub fn exocom_url(&self) -> Result<Option<BusUrl>, ConfigError> {
         match self.get(EXOCOM_URL) {
             None => Ok(None),
-            Some(v) => bus_url(v).map(Some).map_err(|e| var_error(EXOCOM_URL, e)),
+            Some(v) => bus_url(v).map(Some).map_err(|e| self.error(EXOCOM_URL, e)),
         }
     }
 
@@ -698,7 +895,7 @@ impl Env {
         match self.get(EXOCOM_TOKEN) {
             None => Ok(None),
             Some(v) if valid_token(v) => Ok(Some(Secret::new(v))),
-            Some(_) => Err(var_error(
+            Some(_) => Err(self.error(
                 EXOCOM_TOKEN,
                 "must be printable ASCII without spaces (it travels in an HTTP header)",
             )),
@@ -726,11 +923,11 @@ impl Env {
                 cert_file,
                 key_file,
             })),
-            (Some(_), None) => Err(var_error(
+            (Some(_), None) => Err(self.error(
                 NATS_KEY_FILE,
                 "is not set, but NATS_CERT_FILE is: a client certificate needs its private key (PEM); set both or neither",
             )),
-            (None, Some(_)) => Err(var_error(
+            (None, Some(_)) => Err(self.error(
                 NATS_CERT_FILE,
                 "is not set, but NATS_KEY_FILE is: a private key needs its client certificate (PEM); set both or neither",
             )),
@@ -745,7 +942,7 @@ impl Env {
             return Ok(None);
         };
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            var_error(
+            self.error(
                 NATS_NKEY_FILE,
                 format!("cannot read {}: {e}", path.display()),
             )
@@ -765,10 +962,7 @@ impl Env {
             } else {
                 "no user NKey seed: expected a line like SUAB… (58 characters, as `nk -gen user` or `nsc` write it)"
             };
-            Err(var_error(
-                NATS_NKEY_FILE,
-                format!("{} holds {what}", path.display()),
-            ))
+            Err(self.error(NATS_NKEY_FILE, format!("{} holds {what}", path.display())))
         }
     }
 
@@ -780,7 +974,7 @@ impl Env {
             return Ok(None);
         };
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            var_error(
+            self.error(
                 NATS_CREDS_FILE,
                 format!("cannot read {}: {e}", path.display()),
             )
@@ -794,14 +988,14 @@ impl Env {
         let seed = block("BEGIN USER NKEY SEED").filter(|s| valid_user_seed(s));
         match (jwt, seed) {
             (Some(_), Some(_)) => Ok(Some(Secret::new(text))),
-            (None, _) => Err(var_error(
+            (None, _) => Err(self.error(
                 NATS_CREDS_FILE,
                 format!(
                     "{} holds no user JWT: expected a .creds file as nsc writes it (-----BEGIN NATS USER JWT----- with the JWT on the next line)",
                     path.display()
                 ),
             )),
-            (Some(_), None) => Err(var_error(
+            (Some(_), None) => Err(self.error(
                 NATS_CREDS_FILE,
                 format!(
                     "{} holds no user NKey seed: expected -----BEGIN USER NKEY SEED----- with the seed (SU…) on the next line",
@@ -820,7 +1014,7 @@ impl Env {
                 if path.is_file() {
                     Ok(Some(path))
                 } else {
-                    Err(var_error(key, format!("no such file: {v}")))
+                    Err(self.error(key, format!("no such file: {v}")))
                 }
             }
         }
@@ -855,7 +1049,7 @@ impl Env {
                     } else {
                         format!("from {min} to {max}")
                     };
-                    Err(var_error(
+                    Err(self.error(
                         key,
                         format!("must be a whole number{unit} {range}, found {v:?}"),
                     ))
@@ -869,7 +1063,7 @@ impl Env {
         match self.get(TRANSPORT) {
             None => Ok(None),
             Some(v) => Transport::parse(v).map(Some).ok_or_else(|| {
-                var_error(TRANSPORT, format!("must be exocom or nats, found {v:?}"))
+                self.error(TRANSPORT, format!("must be exocom or nats, found {v:?}"))
             }),
         }
     }
@@ -878,7 +1072,7 @@ impl Env {
     pub fn nats_url(&self) -> Result<Option<String>, ConfigError> {
         match self.get(NATS_URL) {
             None => Ok(None),
-            Some(v) => nats_url(v).map(Some).map_err(|e| var_error(NATS_URL, e)),
+            Some(v) => nats_url(v).map(Some).map_err(|e| self.error(NATS_URL, e)),
         }
     }
 
@@ -887,7 +1081,7 @@ impl Env {
         match self.get(APP) {
             None => Ok(None),
             Some(v) if valid_app_name(v) => Ok(Some(v.to_owned())),
-            Some(v) => Err(var_error(
+            Some(v) => Err(self.error(
                 APP,
                 format!(
                     "must be letters, digits, '_' and '-' only (it goes into NATS subjects and the stream name EXO_<app>), found {v:?}"
@@ -902,8 +1096,8 @@ impl Env {
             None => Ok(None),
             Some(v) => {
                 let routes =
-                    Routes::from_json(v).map_err(|e| var_error(ROUTES, routes_error_text(&e)))?;
-                check_at_least_once(&routes).map_err(|e| var_error(ROUTES, e))?;
+                    Routes::from_json(v).map_err(|e| self.error(ROUTES, routes_error_text(&e)))?;
+                check_at_least_once(&routes).map_err(|e| self.error(ROUTES, e))?;
                 Ok(Some(routes))
             }
         }
@@ -918,7 +1112,7 @@ impl Env {
                 if path.exists() {
                     Ok(Some(path))
                 } else {
-                    Err(var_error(
+                    Err(self.error(
                         APPLICATION,
                         format!(
                             "no such file or directory: {v} (expected an application.yml or the directory holding it)"
@@ -1031,6 +1225,115 @@ mod tests {
             let text = e.to_string();
             assert!(text.starts_with("$NATS_URL: "), "{text}");
             assert!(!text.contains("s3cret"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_comma_in_a_password_shows_no_part_of_it() {
+        for (text, shown) in [
+            (
+                "nats://ann:pa,ss@127.0.0.1:14567",
+                "nats://ann:***,***@127.0.0.1:14567",
+            ),
+            ("ann:s3,cr3t@h", "ann:***,***@h"),
+            ("nats://ann:s3,x,cr3t:q@h:1", "nats://ann:***,***,***@h:1"),
+            ("s3,cr3t@h", "***,***@h"),
+            ("  s3, cr3t@h", "  ***, ***@h"),
+            // The front of the password could be read as HOST:PORT.
+            ("nats://ann:12,cr3t@h", "nats://ann:***,***@h"),
+            (
+                "nats://a:b@h1, nats://ann:s3,cr3t@h2,nats://h3",
+                "nats://a:***@h1, nats://ann:***,***@h2,nats://h3",
+            ),
+        ] {
+            assert_eq!(nats_display_url(text), shown, "{text}");
+        }
+        // A scheme starts a new entry: those pieces show as written.
+        assert_eq!(
+            nats_display_url("nats://h1:4222,nats://ann:pw@h2"),
+            "nats://h1:4222,nats://ann:***@h2"
+        );
+        let e = Env::from_pairs([(NATS_URL, "nats://ann:pa,ss@127.0.0.1:14567")])
+            .nats_url()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "$NATS_URL: has a bad port in entry 1 of \"nats://ann:***,***@127.0.0.1:14567\" (1 to 65535); the list is split at every ',', so a ',' in a password or token must be written %2C"
+        );
+        for bad in [
+            "nats://ann:s3,cr3t@h",
+            "ann:s3,cr3t@h",
+            "s3,cr3t@h",
+            "nats://ann:s3,,cr3t@h",
+            "nats://ann:s3,cr3t/x@h",
+            "nats://ann:s3,cr3t@h:x",
+            "nats://ann:s3,cr3t@h,nats://bob:x@h2",
+            // Each piece parses here: refused, as it may be one URL.
+            "nats://ann:12,cr3t@h",
+            "s3,cr3t@h",
+        ] {
+            let e = Env::from_pairs([(NATS_URL, bad)])
+                .nats_url()
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("s3") && !e.contains("cr3t"), "{e}");
+            assert!(e.contains("written %2C"), "{e}");
+        }
+        // Two servers, the second with credentials: its scheme tells.
+        assert!(nats_url("h1:4222,ann:pw@h2").is_err());
+        assert_eq!(
+            nats_url("h1:4222,nats://ann:pw@h2").unwrap(),
+            "nats://h1:4222,nats://ann:pw@h2:4222"
+        );
+        // Without credentials, a bad port is quoted as written.
+        let e = nats_url("nats://h1:4222,h2:x").unwrap_err();
+        assert_eq!(e, "has a bad port \"x\" in \"h2:x\" (1 to 65535)");
+        // With them, it is not.
+        let e = nats_url("nats://ann:pw@h1:4222,h2:x").unwrap_err();
+        assert_eq!(e, "has a bad port in \"h2:x\" (1 to 65535)");
+        // Written as %2C, the ',' is part of the password.
+        let servers = nats_servers("nats://ann:pa%2Css@127.0.0.1:14567").unwrap();
+        assert_eq!(
+            servers[0].auth(),
+            Some(NatsUrlAuth::UserPassword {
+                user: "ann".into(),
+                password: Secret::new("pa,ss")
+            })
+        );
+    }
+
+    #[test]
+    fn values_from_flags_are_named_by_the_flag() {
+        let env = Env::empty().with_source(NATS_URL, "nats://h:0", "--nats");
+        assert_eq!(env.label(NATS_URL), "--nats");
+        assert_eq!(env.label(NATS_NKEY_FILE), NATS_NKEY_FILE);
+        let e = env.nats_url().unwrap_err().to_string();
+        assert!(e.starts_with("--nats: has a bad port"), "{e}");
+        // Set again from the environment's side, it is the variable again.
+        let e = env.with(NATS_URL, "nats://h:0").nats_url().unwrap_err();
+        assert!(e.to_string().starts_with("$NATS_URL: "), "{e}");
+    }
+
+    #[test]
+    fn a_nats_user_logs_in_one_way() {
+        let url = "the token in NATS_URL";
+        assert_eq!(check_one_nats_login(None, false, false), Ok(()));
+        assert_eq!(check_one_nats_login(Some(url), false, false), Ok(()));
+        assert_eq!(check_one_nats_login(None, true, false), Ok(()));
+        assert_eq!(check_one_nats_login(None, false, true), Ok(()));
+        for (args, var, other) in [
+            ((Some(url), true, false), NATS_NKEY_FILE, url),
+            ((Some(url), false, true), NATS_CREDS_FILE, url),
+            ((None, true, true), NATS_CREDS_FILE, NATS_NKEY_FILE),
+            ((Some(url), true, true), NATS_NKEY_FILE, url),
+        ] {
+            let (got, message) = check_one_nats_login(args.0, args.1, args.2).unwrap_err();
+            assert_eq!(got, var);
+            assert!(
+                message.starts_with(&format!("cannot be used together with {other}: ")),
+                "{message}"
+            );
         }
     }
 

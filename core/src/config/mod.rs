@@ -174,7 +174,7 @@ impl NatsSettings {
             return Ok(None);
         }
         let application = match env.application()? {
-            Some(path) => Some(load_application(&path)?),
+            Some(path) => Some(load_application(&path, env)?),
             None => None,
         };
         let transport = asked
@@ -187,18 +187,25 @@ impl NatsSettings {
             (Some(routes), _) => (routes, RoutesSource::Json),
             (None, Some(app)) => (app.routes(), RoutesSource::Application),
             (None, None) => {
-                return Err(env::var_error(
+                return Err(env.error(
                     env::TRANSPORT,
                     "the nats transport needs the application's routes: set EXOSERVICE_ROUTES (routes JSON) or EXOSERVICE_APPLICATION (its application.yml)",
                 ));
             }
         };
-        let url = match env.nats_url()? {
-            Some(url) => url,
-            None => application
-                .as_ref()
-                .and_then(|a| a.nats_url.clone())
-                .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned()),
+        // The URL, and how to name it in an error about its credentials.
+        let (url, url_source) = match env.nats_url()? {
+            Some(url) => (url, env.label(env::NATS_URL)),
+            None => (
+                application
+                    .as_ref()
+                    .and_then(|a| a.nats_url.clone())
+                    .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned()),
+                format!(
+                    "the nats-url: of the application ({})",
+                    env.label(env::APPLICATION)
+                ),
+            ),
         };
         let app = match env.app()? {
             Some(app) => app,
@@ -224,6 +231,15 @@ impl NatsSettings {
         settings.client_cert = env.nats_client_cert()?;
         settings.nkey = env.nats_nkey()?;
         settings.creds = env.nats_creds()?;
+        let url_auth = settings
+            .url_auth()
+            .map(|auth| env::describe_url_auth(&auth, &url_source));
+        env::check_one_nats_login(
+            url_auth.as_deref(),
+            settings.nkey.is_some(),
+            settings.creds.is_some(),
+        )
+        .map_err(|(var, message)| env.error(var, message))?;
         Ok(Some((settings, source)))
     }
 
@@ -258,13 +274,15 @@ impl NatsSettings {
     /// without credentials, and options carrying the URL's user and
     /// password or token (async-nats does not read them from a URL), the
     /// NKey seed, the `.creds` file's JWT and seed, the CA file and the
-    /// client certificate (both make TLS required). Errors name `NATS_URL` and never show a secret.
+    /// client certificate (both make TLS required). Errors name `NATS_URL` and never show a secret;
+    /// settings that log in more than one way (see [`NatsSettings::check_login`]) are refused.
     #[cfg(feature = "nats")]
     pub fn connect_options(
         &self,
     ) -> Result<(Vec<async_nats::ServerAddr>, async_nats::ConnectOptions), String> {
-        let list = env::nats_servers(&self.url).map_err(|e| format!("NATS_URL {e}"))?;
-        let auth = env::nats_list_auth(&list).map_err(|e| format!("NATS_URL {e}"))?;
+        let (list, auth) =
+            env::nats_servers_and_auth(&self.url).map_err(|e| format!("NATS_URL {e}"))?;
+        self.check_login()?;
         let addrs = list
             .iter()
             .map(|s| {
@@ -310,6 +328,25 @@ impl NatsSettings {
     /// Whether the server list carries a user and password or a token.
     pub fn url_has_credentials(&self) -> bool {
         env::nats_servers(&self.url).is_ok_and(|list| list.iter().any(|s| s.credentials.is_some()))
+    }
+
+    /// The user and password or token the server list carries (`None`
+    /// when none, or when the list is not valid).
+    pub fn url_auth(&self) -> Option<env::NatsUrlAuth> {
+        env::nats_servers_and_auth(&self.url)
+            .ok()
+            .and_then(|(_, auth)| auth)
+    }
+
+    /// Checks that these settings log in one way at most: credentials in
+    /// the URL, an NKey seed or a `.creds` file (see
+    /// [`env::check_one_nats_login`]); the error names the two variables.
+    pub fn check_login(&self) -> Result<(), String> {
+        let url = self
+            .url_auth()
+            .map(|auth| env::describe_url_auth(&auth, env::NATS_URL));
+        env::check_one_nats_login(url.as_deref(), self.nkey.is_some(), self.creds.is_some())
+            .map_err(|(var, message)| format!("{var}: {message}"))
     }
 }
 
@@ -675,11 +712,12 @@ impl ServiceConfig {
 }
 
 /// The application named by `EXOSERVICE_APPLICATION`, read with an empty
-/// environment (only its files matter here); every error in one.
-fn load_application(path: &Path) -> Result<AppConfig, ConfigError> {
+/// environment (only its files matter here); every error in one, named
+/// as `env` names the variable.
+fn load_application(path: &Path, env: &Env) -> Result<AppConfig, ConfigError> {
     AppConfig::load_with(path, &Env::empty()).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        env::var_error(
+        env.error(
             env::APPLICATION,
             format!("cannot read the application: {}", text.join("; ")),
         )

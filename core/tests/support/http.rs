@@ -56,17 +56,22 @@ pub async fn get(addr: SocketAddr, path: &str) -> Answer {
     }
 }
 
-/// Scrapes `addr`'s `/metrics` until every line of `lines` is in it (at
-/// most `wait`); the last scrape either way.
+/// Scrapes `addr`'s `/metrics` until each of `lines` is one of its lines
+/// (at most `wait`); the last scrape either way.
 pub async fn metrics_with(addr: SocketAddr, lines: &[&str], wait: Duration) -> String {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let answer = get(addr, "/metrics").await;
         assert_eq!(answer.code, 200, "GET /metrics: {}", answer.body);
         let body = answer.body;
-        if lines.iter().all(|l| body.contains(l)) || tokio::time::Instant::now() >= deadline {
+        if lines.iter().all(|l| has_line(&body, l)) || tokio::time::Instant::now() >= deadline {
             return body;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether `text` has `line` as one of its lines.
+pub fn has_line(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
 }

@@ -36,6 +36,7 @@ use async_nats::Client;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -326,22 +327,38 @@ async fn run(
 
 /// Waits (at most `timeout`) until the server has handled everything this
 /// client sent before: its subscriptions, or its unsubscriptions. `flush`
-/// only writes the socket; a request that nobody answers makes the round
-/// trip, since the server's "no responders" answer comes after it handled
-/// what the connection sent earlier. When something does answer, or
-/// nothing comes back in time, the socket is at least flushed.
+/// only writes the socket; an echo makes the round trip: a message this
+/// client publishes to a subject only it listens to comes back after the
+/// server handled what the connection sent earlier. (In a cluster this
+/// covers the server the client is connected to; the others learn of the
+/// interest a moment later.) When the echo does not come back in time,
+/// the socket is at least flushed, and the service goes on.
 async fn round_trip(client: &Client, link: &Link, timeout: Duration) {
     let subject = sync_subject(&link.settings.app, &link.instance);
-    let answer = tokio::time::timeout(timeout, client.request(subject, Bytes::new())).await;
-    match answer {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+    let echo = async {
+        let mut echoes = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .publish(subject.clone(), Bytes::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        client.flush().await.map_err(|e| e.to_string())?;
+        echoes
+            .next()
+            .await
+            .map(|_| ())
+            .ok_or_else(|| "the connection closed".to_owned())
+    };
+    match tokio::time::timeout(timeout, echo).await {
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::debug!("no round trip to NATS: {e}");
+            tracing::warn!("no round trip to NATS ({e}); going on without it");
             let _ = tokio::time::timeout(timeout, client.flush()).await;
         }
         Err(_) => {
-            tracing::debug!("no round trip to NATS within {timeout:?}");
+            tracing::warn!("no round trip to NATS within {timeout:?}; going on without it");
             let _ = tokio::time::timeout(timeout, client.flush()).await;
         }
     }

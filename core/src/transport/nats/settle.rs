@@ -45,29 +45,40 @@ impl Policy {
             .min(MAX_DELAY)
     }
 
-    /// Copies a message (`name`: the service's own name for it) to the
-    /// role's dead-letter subject (in the stream) and counts it once the
-    /// server stored it.
+    /// Copies the stream message `seq` (`name`: the service's own name for
+    /// it) to the role's dead-letter subject (in the stream) and counts it
+    /// once the server stored it. The copy's message id names `seq`, so a
+    /// message dead-lettered twice (a retried advisory, a lost
+    /// acknowledgement, two instances) is stored and counted once: `false`
+    /// when the server already had it.
     pub(crate) async fn dead_letter(
         &self,
         payload: bytes::Bytes,
+        seq: Option<u64>,
         name: &str,
         attempts: u32,
         why: &str,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let mut headers = HeaderMap::new();
         headers.insert(ATTEMPTS_HEADER, attempts.to_string());
         headers.insert(ERROR_HEADER, why);
         headers.insert(ROLE_HEADER, self.role.as_str());
+        if let Some(seq) = seq {
+            headers.insert("Nats-Msg-Id", format!("dlq:{}:{seq}", self.role));
+        }
         let subject = dead_letter_subject(&self.app, &self.role);
-        self.js
+        let stored = self
+            .js
             .publish_with_headers(subject, headers, payload)
             .await
             .map_err(|e| e.to_string())?
             .await
             .map_err(|e| e.to_string())?;
+        if stored.duplicate {
+            return Ok(false);
+        }
         self.inbound.dead_lettered(name);
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -159,15 +170,18 @@ impl Settle for JsSettle {
                 }
                 Outcome::Failed => {
                     let why = format!("the handler failed on each of {attempt} attempts");
+                    let seq = msg.info().ok().map(|i| i.stream_sequence);
                     match policy
-                        .dead_letter(msg.payload.clone(), &name, attempt, &why)
+                        .dead_letter(msg.payload.clone(), seq, &name, attempt, &why)
                         .await
                     {
-                        Ok(()) => {
-                            tracing::error!(
-                                "'{name}' dead-lettered to {}: {why}",
-                                dead_letter_subject(&policy.app, &policy.role)
-                            );
+                        Ok(stored) => {
+                            if stored {
+                                tracing::error!(
+                                    "'{name}' dead-lettered to {}: {why}",
+                                    dead_letter_subject(&policy.app, &policy.role)
+                                );
+                            }
                             msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string())
                         }
                         // Left unacknowledged: the server's last-attempt
@@ -221,12 +235,22 @@ pub(super) async fn dead_letter_stranded(
             let settled = match dead_letter_one(&link, &policy, &stream, &advisory.payload).await {
                 Ok(()) => advisory.ack().await,
                 Err(e) => {
-                    tracing::warn!(
-                        "cannot dead-letter a message after its last attempt: {e}; trying again"
-                    );
-                    advisory
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await
+                    // Tried again later and later (1 s, 2 s, 4 s … 60 s);
+                    // said at the 1st, 2nd, 4th, 8th … try.
+                    let tries = advisory
+                        .info()
+                        .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
+                        .unwrap_or(1)
+                        .max(1);
+                    let delay = Duration::from_secs(1)
+                        .saturating_mul(1 << (tries - 1).min(6))
+                        .min(MAX_DELAY);
+                    if tries.is_power_of_two() {
+                        tracing::warn!(
+                            "cannot dead-letter a message after its last attempt (try {tries}): {e}; trying again in {delay:?}"
+                        );
+                    }
+                    advisory.ack_with(AckKind::Nak(Some(delay))).await
                 }
             };
             if let Err(e) = settled {
@@ -271,13 +295,15 @@ async fn dead_letter_one(
         "not finished after {attempts} attempts: the instances handling it stopped or did not finish within the ack wait"
     );
     let name = own_name(link, &raw.payload);
-    policy
-        .dead_letter(raw.payload.clone(), &name, attempts, &why)
+    let stored = policy
+        .dead_letter(raw.payload.clone(), Some(seq), &name, attempts, &why)
         .await?;
-    tracing::error!(
-        "'{name}' was dead-lettered to {}: {why}",
-        dead_letter_subject(&policy.app, &policy.role)
-    );
+    if stored {
+        tracing::error!(
+            "'{name}' was dead-lettered to {}: {why}",
+            dead_letter_subject(&policy.app, &policy.role)
+        );
+    }
     match stream.delete_message(seq).await {
         Ok(_) => Ok(()),
         Err(e) if e.to_string().contains("no message found") => Ok(()),

@@ -42,7 +42,7 @@ pub fn presence_subject(app: &str) -> String {
     format!("exo.{app}.presence")
 }
 
-/// What an instance asks (nobody answers) to learn that the server has
+/// Where an instance sends itself an echo to learn that the server has
 /// handled its subscriptions: `exo.<app>.sync.<instance>`.
 pub(crate) fn sync_subject(app: &str, instance: &str) -> String {
     format!("exo.{app}.sync.{instance}")
