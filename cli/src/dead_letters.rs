@@ -165,6 +165,16 @@ pub fn check_role(role: &str) -> Result<(), String> {
     }
 }
 
+/// Whether the stream asked for does not exist (the application has none
+/// yet), as opposed to a server that cannot answer.
+pub fn stream_missing(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(ref j)
+            if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
 /// A connection to an application's stream, for its dead letters.
 pub struct DeadLetterStore {
     app: String,
@@ -185,12 +195,7 @@ impl DeadLetterStore {
         js.set_timeout(timeout);
         let name = stream_name(&settings.app);
         let stream = js.get_stream(&name).await.map_err(|e| {
-            let missing = matches!(
-                e.kind(),
-                jetstream::context::GetStreamErrorKind::JetStream(ref j)
-                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-            );
-            if missing {
+            if stream_missing(&e) {
                 format!(
                     "application '{}' has no stream {name} on NATS at {url} (it is created when a service of the application with at-least-once messages starts; is EXOSERVICE_APP / --app the right application?)",
                     settings.app

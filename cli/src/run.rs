@@ -198,12 +198,9 @@ pub fn run_transport(app: &AppConfig, env: &Env) -> Result<RunTransport, String>
     } else {
         "the application's nats-url:".to_owned()
     };
-    let url_auth = env::nats_servers_and_auth(&url)
-        .ok()
-        .and_then(|(_, auth)| auth)
-        .map(|auth| env::describe_url_auth(&auth, &source));
-    env::check_one_nats_login(
-        url_auth.as_deref(),
+    env::check_nats_login(
+        &url,
+        &source,
         env.get(env::NATS_NKEY_FILE).is_some(),
         env.get(env::NATS_CREDS_FILE).is_some(),
     )

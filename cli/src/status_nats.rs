@@ -114,16 +114,10 @@ pub async fn gather(
     js.set_timeout(timeout);
     let queues = match js.get_stream(stream_name(app)).await {
         Ok(stream) => Queues::Roles(queues(&stream, settings).await?),
-        Err(e) => match e.kind() {
-            jetstream::context::GetStreamErrorKind::JetStream(j)
-                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
-            {
-                Queues::NoStream
-            }
-            // No JetStream (a server without it, or an account without
-            // it): services with only at-most-once messages run so.
-            _ => Queues::Unavailable(e.to_string()),
-        },
+        Err(e) if crate::dead_letters::stream_missing(&e) => Queues::NoStream,
+        // No JetStream (a server without it, or an account without it):
+        // services with only at-most-once messages run so.
+        Err(e) => Queues::Unavailable(e.to_string()),
     };
     Ok(NatsStatus {
         url: settings.display_url(),

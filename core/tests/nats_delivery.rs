@@ -448,14 +448,8 @@ async fn messages_of_an_instance_that_dies_on_their_last_attempt_are_dead_letter
     // No instance of `users` runs when the ack wait ends: the server's 5
     // last-attempt advisories wait in their stream.
     let js = jetstream(&server.url()).await;
-    let advisories = poll_until(WAIT, || async {
-        match advisories_waiting(&js, &app).await? {
-            5 => Ok(()),
-            n => Err(format!("{n} advisories in EXOLAST_{app}, expected 5")),
-        }
-    })
-    .await;
-    assert_eq!(advisories, Ok(()));
+    let advisories = count_reaches(5, "advisories in EXOLAST", || advisories_waiting(&js, &app));
+    assert_eq!(advisories.await, Ok(()));
 
     // Instance B, started then, dead-letters them; it never gets them.
     let b = start_engine(
@@ -474,25 +468,11 @@ async fn messages_of_an_instance_that_dies_on_their_last_attempt_are_dead_letter
 
     let dlq_subject = format!("exo.{app}.js.dlq.users");
     // Only the 5 dead letters are left in the stream.
-    let only_dead_letters = poll_until(WAIT, || async {
-        match stored(&js, &app).await? {
-            5 => Ok(()),
-            n => Err(format!(
-                "{n} messages in EXO_{app}, expected the 5 dead letters"
-            )),
-        }
-    })
-    .await;
-    assert_eq!(only_dead_letters, Ok(()));
+    let only_dead_letters = count_reaches(5, "messages in EXO", || stored(&js, &app));
+    assert_eq!(only_dead_letters.await, Ok(()));
     // …and each advisory was acknowledged (taken out of its stream).
-    let taken = poll_until(WAIT, || async {
-        match advisories_waiting(&js, &app).await? {
-            0 => Ok(()),
-            n => Err(format!("{n} advisories left in EXOLAST_{app}")),
-        }
-    })
-    .await;
-    assert_eq!(taken, Ok(()));
+    let taken = count_reaches(0, "advisories in EXOLAST", || advisories_waiting(&js, &app));
+    assert_eq!(taken.await, Ok(()));
     // Counted once each, also after everything settled.
     let metrics = http::get(b.metrics_addr().expect("metrics"), "/metrics")
         .await
@@ -829,6 +809,25 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
+}
+
+/// Polls `count` until it is `expected` (at most [`WAIT`]); the error says
+/// how many `what` there were last.
+async fn count_reaches<F, Fut>(expected: u64, what: &str, mut count: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, String>>,
+{
+    poll_until(WAIT, || {
+        let now = count();
+        async move {
+            match now.await? {
+                n if n == expected => Ok(()),
+                n => Err(format!("{n} {what}, expected {expected}")),
+            }
+        }
+    })
+    .await
 }
 
 /// The application's JetStream stream as it is now (a fresh look each

@@ -613,7 +613,7 @@ fn nats_server(raw: &str, place: &str, secret: bool) -> Result<NatsServer, Strin
 /// `NATS_CREDS_FILE` are set. A client certificate (`NATS_CERT_FILE`,
 /// `NATS_KEY_FILE`) is TLS and goes with any of them. The error is the
 /// variable at fault and what is wrong with it, naming the other one.
-pub fn check_one_nats_login(
+fn check_one_nats_login(
     url: Option<&str>,
     nkey: bool,
     creds: bool,
@@ -632,9 +632,27 @@ pub fn check_one_nats_login(
     ))
 }
 
+/// Checks that a client of the server list `url` logs in one way at most
+/// (see [`check_one_nats_login`]): `source` names where the list came from
+/// (`NATS_URL`, `--nats`, the application's `nats-url:`), `nkey` and
+/// `creds` say whether `NATS_NKEY_FILE` and `NATS_CREDS_FILE` are set. The
+/// error is the variable at fault and what is wrong with it.
+pub fn check_nats_login(
+    url: &str,
+    source: &str,
+    nkey: bool,
+    creds: bool,
+) -> Result<(), (&'static str, String)> {
+    let url_auth = nats_servers_and_auth(url)
+        .ok()
+        .and_then(|(_, auth)| auth)
+        .map(|auth| describe_url_auth(&auth, source));
+    check_one_nats_login(url_auth.as_deref(), nkey, creds)
+}
+
 /// How [`check_one_nats_login`] names the credentials a server URL
 /// carries: `the user and password in SOURCE` or `the token in SOURCE`.
-pub fn describe_url_auth(auth: &NatsUrlAuth, source: &str) -> String {
+fn describe_url_auth(auth: &NatsUrlAuth, source: &str) -> String {
     match auth {
         NatsUrlAuth::UserPassword { .. } => format!("the user and password in {source}"),
         NatsUrlAuth::Token(_) => format!("the token in {source}"),
@@ -938,15 +956,9 @@ impl Env {
     /// that is not blank and not a `#` or `//` comment, which must look
     /// like `SU` and 56 more letters and digits 2 to 7).
     pub fn nats_nkey(&self) -> Result<Option<Secret>, ConfigError> {
-        let Some(path) = self.existing_file(NATS_NKEY_FILE)? else {
+        let Some((path, text)) = self.file_text(NATS_NKEY_FILE)? else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            self.error(
-                NATS_NKEY_FILE,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
         let seed = text
             .lines()
             .map(str::trim)
@@ -970,15 +982,9 @@ impl Env {
     /// to hold a user JWT and a user NKey seed, each between the
     /// `-----BEGIN ...-----` and `------END ...------` lines.
     pub fn nats_creds(&self) -> Result<Option<Secret>, ConfigError> {
-        let Some(path) = self.existing_file(NATS_CREDS_FILE)? else {
+        let Some((path, text)) = self.file_text(NATS_CREDS_FILE)? else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            self.error(
-                NATS_CREDS_FILE,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
         let block = |begin: &str| {
             let mut lines = text.lines().map(str::trim);
             lines.find(|l| l.starts_with("---") && l.contains(begin))?;
@@ -1017,6 +1023,18 @@ impl Env {
                     Err(self.error(key, format!("no such file: {v}")))
                 }
             }
+        }
+    }
+
+    /// The path and the text of the file a variable names (the file must
+    /// exist and be readable as UTF-8).
+    fn file_text(&self, key: &str) -> Result<Option<(std::path::PathBuf, String)>, ConfigError> {
+        let Some(path) = self.existing_file(key)? else {
+            return Ok(None);
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some((path, text))),
+            Err(e) => Err(self.error(key, format!("cannot read {}: {e}", path.display()))),
         }
     }
 

@@ -231,11 +231,9 @@ impl NatsSettings {
         settings.client_cert = env.nats_client_cert()?;
         settings.nkey = env.nats_nkey()?;
         settings.creds = env.nats_creds()?;
-        let url_auth = settings
-            .url_auth()
-            .map(|auth| env::describe_url_auth(&auth, &url_source));
-        env::check_one_nats_login(
-            url_auth.as_deref(),
+        env::check_nats_login(
+            &settings.url,
+            &url_source,
             settings.nkey.is_some(),
             settings.creds.is_some(),
         )
@@ -330,23 +328,17 @@ impl NatsSettings {
         env::nats_servers(&self.url).is_ok_and(|list| list.iter().any(|s| s.credentials.is_some()))
     }
 
-    /// The user and password or token the server list carries (`None`
-    /// when none, or when the list is not valid).
-    pub fn url_auth(&self) -> Option<env::NatsUrlAuth> {
-        env::nats_servers_and_auth(&self.url)
-            .ok()
-            .and_then(|(_, auth)| auth)
-    }
-
     /// Checks that these settings log in one way at most: credentials in
     /// the URL, an NKey seed or a `.creds` file (see
-    /// [`env::check_one_nats_login`]); the error names the two variables.
+    /// [`env::check_nats_login`]); the error names the two variables.
     pub fn check_login(&self) -> Result<(), String> {
-        let url = self
-            .url_auth()
-            .map(|auth| env::describe_url_auth(&auth, env::NATS_URL));
-        env::check_one_nats_login(url.as_deref(), self.nkey.is_some(), self.creds.is_some())
-            .map_err(|(var, message)| format!("{var}: {message}"))
+        env::check_nats_login(
+            &self.url,
+            env::NATS_URL,
+            self.nkey.is_some(),
+            self.creds.is_some(),
+        )
+        .map_err(|(var, message)| format!("{var}: {message}"))
     }
 }
 
