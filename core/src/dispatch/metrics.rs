@@ -295,6 +295,15 @@ impl MetricsServer {
     }
 }
 
+impl MetricsServer {
+    /// Stops serving and waits until the port is closed (aborting a task
+    /// only asks the runtime to stop it; its listener closes when it has).
+    pub(crate) async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.task.abort();

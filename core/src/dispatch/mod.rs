@@ -532,12 +532,14 @@ impl Engine {
         } else {
             self.client.shared.outbox.close();
         }
-        drop(
-            self.metrics_server
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
+        let metrics_server = self
+            .metrics_server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(server) = metrics_server {
+            server.stop().await;
+        }
         report
     }
 }
